@@ -1,0 +1,84 @@
+"""Typed, frozen settings for the data pipelines, shared by every loader back-end.
+
+``AugmentConfig`` uses albumentations-style ranges so the DALI graph and the plain
+DataLoader baseline are driven by the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["AugmentConfig", "NormalizeConfig", "LoaderConfig", "NO_AUGMENT"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    # CLAHE (applied to the 8-bit image before any geometry)
+    clahe_p: float = 1.0
+    clahe_clip_limit: float = 2.0
+    clahe_tile_grid: tuple[int, int] = (8, 8)
+    # shift/scale/rotate, as one affine matrix (albumentations ShiftScaleRotate ranges)
+    ssr_p: float = 0.5
+    shift_limit: float = 0.0625  # fraction of the side
+    scale_limit: float = 0.1  # scale in [1 - limit, 1 + limit]
+    rotate_limit: float = 15.0  # degrees
+    # horizontal flip: off by default, flipping was found to hurt on hand data
+    hflip_p: float = 0.0
+    # brightness/contrast (albumentations RandomBrightnessContrast ranges)
+    brightness_contrast_p: float = 0.5
+    brightness_limit: float = 0.2
+    contrast_limit: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Eval and inference: CLAHE stays (it is part of the input's definition), nothing random.
+NO_AUGMENT = AugmentConfig(ssr_p=0.0, hflip_p=0.0, brightness_contrast_p=0.0)
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    mean: float = 0.485  # ImageNet, grey
+    std: float = 0.229
+    dtype: str = "float32"  # "float32" or "float16"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be 'float32' or 'float16', got {self.dtype!r}")
+        if self.std <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """What a loader produces.
+
+    size: output side in pixels (square).
+    crop: if set, a random ``crop``×``crop`` window of the original image is taken
+        (training), then resized to ``size``; ``None`` resizes the whole image.
+    full_res_mask: eval only; masks stay at each image's original size so Dice is
+        scored the way the leaderboard scores it.
+    """
+
+    size: int = 512
+    crop: int | None = None
+    batch_size: int = 4
+    num_threads: int = 2  # DALI CPU threads, or DataLoader workers
+    prefetch: int = 2
+    seed: int = 0
+    shard_id: int = 0
+    num_shards: int = 1
+    full_res_mask: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+
+    def __post_init__(self) -> None:
+        if self.size < 16:
+            raise ValueError(f"size must be at least 16, got {self.size}")
+        if self.crop is not None and self.crop < 16:
+            raise ValueError(f"crop must be at least 16, got {self.crop}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.shard_id < self.num_shards:
+            raise ValueError(f"shard_id {self.shard_id} not in [0, {self.num_shards})")

@@ -1,0 +1,82 @@
+"""``hbseg-data``: make synthetic hands, build the mask cache, check a data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hbseg.cli_common import debug_option, main_entry
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Data-set tools for the hand-bone layout (DCM/ID*/*.png, outputs_json/ID*/*.json)."""
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--ids", default=20, show_default=True, type=click.IntRange(1), help="Train patients (2 hands each).")
+@click.option("--test-ids", default=0, show_default=True, type=click.IntRange(0), help="Unlabelled test patients.")
+@click.option("--size", default=2048, show_default=True, type=click.IntRange(64), help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: every core].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing data set in OUT.")
+@debug_option
+def synth(out: Path, ids: int, test_ids: int, size: int, seed: int, workers: int | None,
+          overwrite: bool, debug: bool) -> None:
+    """Generate synthetic hand radiographs with polygon labels into OUT."""
+    from hbseg.data.synth import SynthConfig, generate_dataset
+
+    cfg = SynthConfig(ids=ids, size=size, seed=seed, test_ids=test_ids)
+    summary = generate_dataset(out, cfg, workers=workers, overwrite=overwrite)
+    click.echo(f"wrote {summary['images']} images to {out} in {summary['seconds']:.1f} s")
+
+
+@cli.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--out", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache folder [default: ROOT/hbseg-cache].")
+@click.option("--exclude", "exclude_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="Text file of patient IDs or image names to drop, one per line.")
+@click.option("--no-default-exclude", is_flag=True,
+              help="Keep the competition's known mislabelled patients (ID058 ID089 ID325 ID363 ID547).")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: every core].")
+@click.option("--force", is_flag=True, help="Rebuild even when no source changed.")
+@debug_option
+def cache(root: Path, cache_dir: Path | None, exclude_file: Path | None, no_default_exclude: bool,
+          workers: int | None, force: bool, debug: bool) -> None:
+    """Validate ROOT/train and rasterise its polygons into bit-packed mask PNGs."""
+    from hbseg.data.cache import build_cache
+    from hbseg.data.layout import DEFAULT_EXCLUDE
+
+    exclude = [] if no_default_exclude else list(DEFAULT_EXCLUDE)
+    if exclude_file is not None:
+        exclude += [ln.strip() for ln in exclude_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    s = build_cache(root, cache_dir, exclude=exclude, workers=workers, force=force)
+    if s["up_to_date"]:
+        click.echo(f"{s['cache_dir']}: up to date ({s['images']} images)")
+    else:
+        click.echo(f"{s['cache_dir']}: {s['images']} images, {s['rasterised']} masks rasterised")
+
+
+@cli.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@debug_option
+def check(root: Path, split: str, debug: bool) -> None:
+    """Validate every image (and JSON, for train) without writing anything."""
+    from tqdm.auto import tqdm
+
+    from hbseg.data import read_gray_png, read_polygons, resolve_split, scan_split
+
+    df = scan_split(resolve_split(root, split), labelled=split == "train", exclude=())
+    for row in tqdm(df.itertuples(), total=len(df), desc="checking", unit="img"):
+        img = read_gray_png(row.image_path)
+        if split == "train":
+            read_polygons(row.json_path, img.shape[1], img.shape[0])
+    per_fold = df.groupby("fold").size().to_dict()
+    click.echo(f"{len(df)} images from {df['id'].nunique()} patients are valid; images per fold: {per_fold}")
+
+
+main = main_entry(cli)

@@ -1,0 +1,85 @@
+"""Reading and checking the radiographs: 8-bit grey PNGs."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hbseg.errors import DataError
+
+__all__ = ["png_header", "read_gray_png", "read_any_png"]
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IEND = b"IEND\xaeB`\x82"
+_COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+
+
+def png_header(path: str | Path) -> dict:
+    """Width, height, bit depth and colour type from the IHDR chunk, without decoding.
+
+    Raises DataError for files that are not PNGs or that are truncated (no IEND chunk).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 12))
+            tail = f.read()
+    except FileNotFoundError:
+        raise DataError("image file not found", path) from None
+    except OSError as e:
+        raise DataError(f"cannot read image ({e.strerror})", path) from None
+    if size == 0:
+        raise DataError("empty file (0 bytes), expected a PNG", path)
+    if not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        raise DataError("not a PNG file (bad signature)", path)
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    if not tail.endswith(_IEND):
+        raise DataError("truncated PNG (no IEND chunk at the end of the file)", path)
+    return {
+        "width": width,
+        "height": height,
+        "bit_depth": depth,
+        "colour": _COLOUR_TYPES.get(colour, f"colour type {colour}"),
+    }
+
+
+def read_any_png(path: str | Path) -> np.ndarray:
+    """Decode a PNG as stored (any depth and channels), with a clear error if it fails."""
+    path = Path(path)
+    png_header(path)
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError("corrupt PNG (the decoder could not read it)", path)
+    return img
+
+
+def read_gray_png(path: str | Path) -> np.ndarray:
+    """Decode an 8-bit grey PNG to [H, W] uint8.
+
+    A 3-channel PNG whose channels are all equal is accepted as grey (some exporters
+    write grey radiographs as RGB); one with real colour is rejected, as are 16-bit
+    PNGs, whose windowing hbseg cannot guess.
+    """
+    path = Path(path)
+    info = png_header(path)
+    if info["bit_depth"] != 8:
+        raise DataError(
+            f"{info['bit_depth']}-bit {info['colour']} PNG; expected 8-bit grey "
+            "(convert it, choosing the intensity window yourself)",
+            path,
+        )
+    img = read_any_png(path)
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            raise DataError(f"{info['colour']} PNG with an alpha channel; expected 8-bit grey", path)
+        if not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])):
+            raise DataError("RGB PNG with real colour (channels differ); expected 8-bit grey", path)
+        img = np.ascontiguousarray(img[..., 0])
+    return img

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny synthetic data sets made by the library itself, and device skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REAL_HANDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-hands"
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_dataset(root: Path, ids: int, size: int, seed: int = 0, test_ids: int = 1) -> Path:
+    from hbseg.data.synth import SynthConfig, generate_dataset
+
+    generate_dataset(root, SynthConfig(ids=ids, size=size, seed=seed, test_ids=test_ids),
+                     workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """4 train patients (8 images) and 1 test patient at 256 px, with its mask cache built.
+
+    Session-scoped and shared: tests must not modify it (copy it first).
+    """
+    from hbseg.data import build_cache
+
+    root = make_dataset(tmp_path_factory.mktemp("tiny") / "data", ids=4, size=256)
+    build_cache(root, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_root) -> Path:
+    return tiny_root / "hbseg-cache"
+
+
+@pytest.fixture
+def real_hands() -> list[Path]:
+    files = sorted(REAL_HANDS.glob("*.png")) if REAL_HANDS.is_dir() else []
+    if not files:
+        pytest.skip(f"real radiographs not found in {REAL_HANDS}")
+    return files
