@@ -1,0 +1,3 @@
+from hbseg.data.cli import main
+
+main()
