@@ -1,0 +1,60 @@
+"""hbseg's data pipelines, for use in other projects too::
+
+    from hbseg.dali_pipes import DaliLoader, LoaderConfig, AugmentConfig, train_pipeline
+
+Configs and the loader protocol import at once; everything that needs NVIDIA DALI (the
+pipelines, graph functions and DALI loaders) is imported on first use, so importing this
+package works without DALI and a missing DALI is reported when a DALI name is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .config import NO_AUGMENT, AugmentConfig, LoaderConfig, NormalizeConfig
+from .loader_base import Loader, epoch_order, num_batches
+
+_LAZY = {
+    # pipelines: thin @pipeline_def wrappers
+    "train_pipeline": "pipelines", "eval_pipeline": "pipelines", "infer_pipeline": "pipelines",
+    "cache_train_pipeline": "pipelines", "cache_eval_pipeline": "pipelines",
+    "decode_pipeline": "pipelines",
+    # pure graph functions on DataNodes
+    "clahe": "graph", "affine_matrix": "graph", "warp_pair": "graph",
+    "brightness_contrast": "graph", "normalize": "graph", "augment_pair": "graph",
+    "eval_pair": "graph", "to_opencv_matrix": "graph",
+    # external_source feeders
+    "EncodedFileSource": "sources", "CachedArraySource": "sources",
+    # loaders
+    "DaliLoader": "dali_loader", "DaliCacheLoader": "cache_loader",
+    "CacheTooLargeError": "cache_loader", "dali_cache_or_fallback": "cache_loader",
+    "cache_bytes": "cache_loader",
+    "DaliInferLoader": "infer_loader",
+}
+
+__all__ = [
+    "AugmentConfig", "NormalizeConfig", "LoaderConfig", "NO_AUGMENT",
+    "Loader", "epoch_order", "num_batches",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        mod = importlib.import_module(f".{module}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "nvidia":
+            from .dali_loader import DALI_MISSING
+
+            raise ImportError(f"hbseg.dali_pipes.{name}: {DALI_MISSING}") from e
+        raise
+    value = getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

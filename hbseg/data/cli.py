@@ -21,7 +21,7 @@ def cli() -> None:
 @click.option("--size", default=2048, show_default=True, type=click.IntRange(64), help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: every core].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing data set in OUT.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing data set in OUT (its DCM/ and outputs_json/ folders) first.")
 @debug_option
 def synth(out: Path, ids: int, test_ids: int, size: int, seed: int, workers: int | None,
           overwrite: bool, debug: bool) -> None:

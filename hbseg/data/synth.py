@@ -618,6 +618,7 @@ def _make_one(task: tuple) -> str:
 
 
 def _worker_init() -> None:
+    # one OpenCV thread per worker process: the pool already uses every core
     cv2.setNumThreads(1)
 
 
@@ -677,7 +678,9 @@ def generate_dataset(
         else:
             import multiprocessing as mp
 
-            with mp.Pool(workers, initializer=_worker_init) as pool:
+            # spawn, not fork: cv2.setNumThreads in a child forked after the parent used
+            # OpenCV's thread pool can hang forever
+            with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
                 for _ in pool.imap_unordered(_make_one, tasks, chunksize=1):
                     bar.update()
     seconds = time.perf_counter() - t0

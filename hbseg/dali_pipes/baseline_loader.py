@@ -1,0 +1,113 @@
+"""The hand-bone competition baseline's data loading, re-created as the benchmark's floor.
+
+Per sample, as the baseline's ``XRayDataset.__getitem__`` did: ``cv2.imread`` the PNG as
+3-channel BGR, scale to [0, 1] in float64, parse the JSON, draw each of the 29 polygons
+with ``cv2.fillPoly`` into a full-resolution (2048²) float32 [H, W, 29] label, resize
+image and label with albumentations ``Resize`` (its default interpolations: linear for
+the image, nearest for the label), transpose to CHW, wrap as tensors; a DataLoader with
+``num_workers`` workers and no pinned memory does the rest. That is the expensive path
+hbseg's mask cache and DALI graphs replace, so it must stay expensive here.
+
+Only the end is adapted, so that downstream training runs on any back-end: the first
+channel of the image is normalised like the others', and the float32 label is turned
+into a uint8 mask on the device, after the transfer the baseline paid for. Validation
+resizes image and label alike (the baseline's eval-resize flaw is not reproduced), and
+augmentation settings are ignored: the baseline only resized.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from hbseg.data.classes import CLASS_TO_INDEX, CLASSES
+from hbseg.errors import DataError
+
+from .config import LoaderConfig
+from .torch_loader import LoaderBase, SampleFailure, check_index, check_mode, guard
+
+__all__ = ["BaselineLoader"]
+
+
+def _baseline_label(json_path: str, height: int, width: int) -> np.ndarray:
+    """[H, W, 29] float32: one full-resolution fillPoly canvas per annotated class."""
+    try:
+        with open(json_path) as f:
+            annotations = json.load(f)["annotations"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"malformed annotation file ({type(e).__name__}: {e})", json_path) from None
+    label = np.zeros((height, width, len(CLASSES)), dtype=np.float32)
+    for ann in annotations:
+        c = CLASS_TO_INDEX.get(ann["label"])
+        if c is None:
+            raise DataError(f"unknown label {ann['label']!r}", json_path)
+        points = np.rint(np.asarray(ann["points"], dtype=np.float64)).astype(np.int32)
+        class_label = np.zeros((height, width), dtype=np.uint8)
+        cv2.fillPoly(class_label, [points], 1)
+        label[..., c] = class_label
+    return label
+
+
+def _baseline_image(path: str) -> np.ndarray:
+    image = cv2.imread(path)  # 3-channel BGR, as the baseline read it
+    if image is None:
+        raise DataError("cv2.imread could not decode the image", path)
+    return image / 255.0
+
+
+class BaselineDataset(Dataset):
+    """One sample: (image [1, S, S] float, label [29, S, S] float32) or a SampleFailure."""
+
+    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig):
+        import albumentations as A
+
+        self.images = [str(p) for p in index["image_path"]]
+        self.jsons = [str(p) for p in index["json_path"]]
+        self.full_res = cfg.full_res_mask
+        self.mean, self.std = cfg.normalize.mean, cfg.normalize.std
+        self.half = cfg.normalize.dtype == "float16"
+        self.resize = A.Resize(cfg.size, cfg.size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _load(self, i: int):
+        image = _baseline_image(self.images[i])
+        label = guard(self.jsons[i], _baseline_label, self.jsons[i], *image.shape[:2])
+        if isinstance(label, SampleFailure):
+            return label
+        if self.full_res:
+            image = self.resize(image=image)["image"]
+        else:
+            out = self.resize(image=image, mask=label)
+            image, label = out["image"], out["mask"]
+        image = image.transpose(2, 0, 1)[:1]  # CHW, then the grey channel only
+        label = label.transpose(2, 0, 1)
+        image = torch.from_numpy(image).float().sub_(self.mean).div_(self.std)
+        label = torch.from_numpy(np.ascontiguousarray(label)).float()
+        return (image.half() if self.half else image), label
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, _epoch = key
+        return guard(self.images[i], self._load, i)
+
+
+class BaselineLoader(LoaderBase):
+    """Baseline back-end implementing the ``Loader`` protocol (same signature and output
+    as ``TorchLoader``); it reads the polygons from ``index["json_path"]`` every time."""
+
+    _unpack = False  # labels arrive as float32 planes, converted to uint8 on the device
+
+    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
+                 device: str = "cpu"):
+        check_mode(mode, cfg)
+        check_index(index, ("image_path", "json_path"))
+        super().__init__(index, cfg, mode, device, BaselineDataset(index, cfg))
+
+    def _pin_memory(self) -> bool:
+        return False  # the baseline's DataLoader did not pin memory

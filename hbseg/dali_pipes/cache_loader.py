@@ -1,0 +1,193 @@
+"""The ``dali-cache`` back-end: decode every image and packed mask once, keep them in GPU
+memory as uint8, and feed the training graph from there through ``external_source``.
+
+An epoch then costs no PNG decode at all: CLAHE, the affine warp, brightness/contrast and
+normalisation run on the GPU straight from the cache. 800 images of 2048² with their masks
+(1 + 4 bytes per pixel) take about 16 GiB, so the loader first estimates the bytes, compares
+them with ``torch.cuda.mem_get_info`` and refuses with a :class:`CacheTooLargeError`
+(a ConfigError) that suggests ``--loader dali`` when they do not fit;
+:func:`dali_cache_or_fallback` turns that refusal into a warning and a ``DaliLoader``.
+
+``device="cpu"`` keeps the same cache in host memory (numpy) and runs the graph on CPU
+threads; it exists so the whole back-end is tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+from hbseg.errors import ConfigError
+
+from .config import LoaderConfig
+from .dali_loader import (
+    DaliLoader,
+    check_index,
+    check_mode,
+    convert_pair,
+    pipeline_seed,
+    resolve_device,
+    run_batch,
+    to_torch,
+)
+from .sources import CachedArraySource, EncodedFileSource
+
+__all__ = ["DaliCacheLoader", "CacheTooLargeError", "cache_bytes", "dali_cache_or_fallback"]
+
+BYTES_PER_PIXEL = 1 + 4  # grey image + packed mask
+
+
+class CacheTooLargeError(ConfigError):
+    """The data set does not fit in the memory the cache may use."""
+
+
+def cache_bytes(index: pd.DataFrame) -> int:
+    """Bytes the decoded cache will hold: ``H·W·(1 + 4)`` per image."""
+    if {"height", "width"} <= set(index.columns):
+        h, w = index["height"].to_numpy(np.int64), index["width"].to_numpy(np.int64)
+    else:
+        from hbseg.data.images import png_header
+
+        hw = [png_header(p) for p in index["image_path"]]
+        h = np.array([d["height"] for d in hw], np.int64)
+        w = np.array([d["width"] for d in hw], np.int64)
+    return int((h * w).sum() * BYTES_PER_PIXEL)
+
+
+def _free_memory(dali_device: str, device_id: int | None) -> tuple[int, int, str]:
+    if dali_device == "gpu":
+        import torch
+
+        free, total = torch.cuda.mem_get_info(device_id)
+        return int(free), int(total), f"cuda:{device_id}"
+    page = os.sysconf("SC_PAGE_SIZE")
+    return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page, "host memory"
+
+
+def check_fits(need: int, n: int, dali_device: str, device_id: int | None,
+               headroom_bytes: int | None = None) -> None:
+    """Raise CacheTooLargeError unless ``need`` bytes fit beside ``headroom_bytes`` (default:
+    the larger of 4 GiB and 20 % of the device) kept free for the model and its activations."""
+    free, total, where = _free_memory(dali_device, device_id)
+    headroom = max(4 << 30, total // 5) if headroom_bytes is None else int(headroom_bytes)
+    if need + headroom > free:
+        gib = 1 << 30
+        raise CacheTooLargeError(
+            f"the dali-cache needs {need / gib:.1f} GiB for {n} decoded images and masks, but "
+            f"{where} has {free / gib:.1f} GiB free of {total / gib:.1f} GiB and "
+            f"{headroom / gib:.1f} GiB must stay free for training; use --loader dali "
+            "(decodes every epoch, needs no cache), fewer images, or a larger GPU")
+
+
+class DaliCacheLoader:
+    """The ``dali-cache`` back-end, implementing the ``Loader`` protocol like ``DaliLoader``
+    (same ``epoch_order``, same graph, same outputs), after one decode of the whole index.
+
+    ``headroom_bytes``: memory to keep free beside the cache (default: see ``check_fits``).
+    """
+
+    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
+                 device: str = "cuda", headroom_bytes: int | None = None):
+        check_mode(mode, cfg)
+        check_index(index)
+        self.cfg, self.mode, self.device = cfg, mode, str(device)
+        self._dali_device, self._device_id = resolve_device(device)
+        self.batch_size = cfg.batch_size
+        self.epoch = 0
+        self.cache_bytes = cache_bytes(index)
+        check_fits(self.cache_bytes, len(index), self._dali_device, self._device_id, headroom_bytes)
+        self._images, self._masks, self._shapes = self._decode_all(index)
+        self.num_samples = self._source(0).num_samples
+        self._active: Iterator | None = None
+
+    def _decode_all(self, index: pd.DataFrame):
+        """One pass of the decode pipeline (mixed on a GPU) over every row, in index order."""
+        from .pipelines import decode_pipeline
+
+        source = EncodedFileSource([index["image_path"], index["mask_path"]], self.cfg.batch_size,
+                                   shuffle=False)
+        pipe = decode_pipeline(source, device=self._dali_device, batch_size=self.cfg.batch_size,
+                               num_threads=max(1, self.cfg.num_threads),
+                               device_id=self._device_id, seed=0)
+        images, masks = [], []
+        gpu = self._dali_device == "gpu"
+        try:
+            pipe.build()
+            for k in range(len(source)):
+                image, mask = run_batch(pipe, k, source, lookahead=2)
+                if gpu:
+                    images += to_torch(image, self._device_id, per_sample=True)
+                    masks += to_torch(mask, self._device_id, per_sample=True)
+                else:
+                    images += [np.array(image[i]) for i in range(len(image))]
+                    masks += [np.array(mask[i]) for i in range(len(mask))]
+        finally:
+            del pipe
+        if gpu:
+            import torch
+            from nvidia.dali.backend import ReleaseUnusedMemory
+
+            torch.cuda.synchronize(self._device_id)
+            ReleaseUnusedMemory()  # hand the decoder's pool back for training
+        shapes = np.array([im.shape[:2] for im in images], dtype=np.float32)
+        return images, masks, shapes
+
+    def _source(self, epoch: int) -> CachedArraySource:
+        c = self.cfg
+        return CachedArraySource([self._images, self._masks], self._shapes, c.batch_size,
+                                 shuffle=self.mode == "train", seed=c.seed, shard_id=c.shard_id,
+                                 num_shards=c.num_shards, epoch=epoch)
+
+    def _pipeline(self, source, epoch: int):
+        from .pipelines import cache_eval_pipeline, cache_train_pipeline
+
+        c = self.cfg
+        rt = dict(batch_size=c.batch_size, num_threads=max(1, c.num_threads),
+                  device_id=self._device_id, seed=pipeline_seed(c.seed, epoch, c.shard_id),
+                  prefetch_queue_depth=max(1, c.prefetch))
+        if self.mode == "train":
+            return cache_train_pipeline(source, device=self._dali_device, size=c.size, crop=c.crop,
+                                        aug=c.augment, norm=c.normalize, **rt)
+        return cache_eval_pipeline(source, device=self._dali_device, size=c.size, aug=c.augment,
+                                   norm=c.normalize, full_res_mask=c.full_res_mask, **rt)
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def reset(self) -> None:
+        if self._active is not None:
+            self._active.close()
+            self._active = None
+
+    def __iter__(self) -> Iterator:
+        self.reset()
+        self._active = self._epoch(self.epoch)
+        return self._active
+
+    def _epoch(self, epoch: int) -> Iterator:
+        source = self._source(epoch)
+        pipe = self._pipeline(source, epoch)
+        try:
+            pipe.build()
+            for _ in range(len(source)):
+                image, mask = pipe.run()
+                yield convert_pair(image, mask, self._device_id, self.cfg.full_res_mask)
+        finally:
+            del pipe
+
+
+def dali_cache_or_fallback(index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
+                           device: str = "cuda", headroom_bytes: int | None = None):
+    """A DaliCacheLoader, or, when the data set does not fit, a warning and a DaliLoader."""
+    try:
+        return DaliCacheLoader(index, cfg, mode, device, headroom_bytes)
+    except CacheTooLargeError as e:
+        warnings.warn(f"{e}; falling back to the dali loader", RuntimeWarning, stacklevel=2)
+        return DaliLoader(index, cfg, mode, device)

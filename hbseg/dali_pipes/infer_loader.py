@@ -1,0 +1,68 @@
+"""Inference input: unlabelled PNGs of any size → normalised square batches + original sizes.
+
+Each image gets the eval graph (deterministic CLAHE, one linear resize by ``fn.warp_affine``,
+normalisation) so that the model sees exactly what eval showed it; its original ``(H, W)``
+comes along so predictions can be resized back to it, and its file name so the submission
+can name it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from hbseg.errors import DataError
+
+from .config import NO_AUGMENT, AugmentConfig, NormalizeConfig
+from .dali_loader import pipeline_seed, resolve_device, run_batch, to_torch
+from .sources import EncodedFileSource
+
+__all__ = ["DaliInferLoader"]
+
+
+class DaliInferLoader:
+    """Yields ``(image [B, 1, size, size] float on device, orig_hw list[(h, w)], names list[str])``
+    over ``image_paths`` in the order given; the last batch is partial. ``size=None`` keeps
+    full resolution: ``image`` is then a list of ``[1, H_i, W_i]`` tensors.
+
+    ``augment``: the training ``AugmentConfig``; only its CLAHE settings are used, applied
+    when ``clahe_p == 1`` (as in eval). ``device``: ``"cpu"`` or ``"cuda[:N]"``.
+    """
+
+    supports_full_res = True  # size=None
+
+    def __init__(self, image_paths: Sequence[str | Path], size: int | None = 512,
+                 augment: AugmentConfig = NO_AUGMENT, normalize: NormalizeConfig = NormalizeConfig(),
+                 batch_size: int = 4, device: str = "cpu", num_threads: int = 2, prefetch: int = 2):
+        self.image_paths = [str(p) for p in image_paths]
+        if not self.image_paths:
+            raise DataError("no images to predict (the list of image paths is empty)")
+        if size is not None and size < 16:
+            raise ValueError(f"size must be at least 16 (or None for full resolution), got {size}")
+        self.size = None if size is None else int(size)
+        self.augment, self.normalize = augment, normalize
+        self.batch_size, self.num_threads, self.prefetch = int(batch_size), num_threads, prefetch
+        self.device = str(device)
+        self._dali_device, self._device_id = resolve_device(device)
+        self.num_samples = len(self.image_paths)
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator:
+        from .pipelines import infer_pipeline
+
+        source = EncodedFileSource([self.image_paths], self.batch_size, shuffle=False)
+        pipe = infer_pipeline(source, device=self._dali_device, size=self.size, aug=self.augment,
+                              norm=self.normalize, batch_size=self.batch_size,
+                              num_threads=max(1, self.num_threads), device_id=self._device_id,
+                              seed=pipeline_seed(0, 0, 0), prefetch_queue_depth=max(1, self.prefetch))
+        try:
+            pipe.build()
+            for k in range(len(source)):
+                image, shape_hw = run_batch(pipe, k, source, lookahead=self.prefetch)
+                hw = [tuple(int(v) for v in shape_hw.at(i)) for i in range(len(shape_hw))]
+                image = to_torch(image, self._device_id, per_sample=self.size is None)
+                yield image, hw, source.names(k)
+        finally:
+            del pipe
