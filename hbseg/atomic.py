@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -17,14 +18,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     check_writable_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(e, path.parent, "cannot write into output folder") from None
     os.close(fd)
     tmp = Path(tmp)
+    # mkstemp creates 0600 files; give the result the mode a plain open() would have
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in _DISK_FULL or e.filename in (str(tmp), tmp):
+            raise _write_error(e, path, "could not write") from None
+        raise
+    except RuntimeError as e:
+        # torch.save reports a full disk as a RuntimeError from its zip writer
+        if "write" in str(e).lower() and not path.exists():
+            raise _write_error(e, path, "could not write") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -34,7 +49,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; it replaces ``path`` (whole) only on success."""
     path = Path(path)
     check_writable_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise _write_error(e, path.parent, "cannot write into output folder") from None
     try:
         yield tmp
         old = None
@@ -49,6 +67,22 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_error(e: Exception, where: Path, what: str):
+    from hbseg.errors import HbsegError
+
+    reason = "disk full" if getattr(e, "errno", None) in _DISK_FULL else (getattr(e, "strerror", None) or str(e))
+    return HbsegError(f"{what} ({reason}); nothing was written", where)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -59,6 +93,8 @@ def check_writable_dir(folder: str | Path) -> Path:
     from hbseg.errors import HbsegError
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise HbsegError("output folder is a file, not a folder", folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

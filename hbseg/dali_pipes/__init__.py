@@ -30,6 +30,9 @@ _LAZY = {
     "CacheTooLargeError": "cache_loader", "dali_cache_or_fallback": "cache_loader",
     "cache_bytes": "cache_loader",
     "DaliInferLoader": "infer_loader",
+    # plain DataLoader back-ends (no DALI needed) and the factory over all of them
+    "TorchLoader": "torch_loader", "BaselineLoader": "baseline_loader",
+    "build_loader": "factory", "LOADERS": "factory",
 }
 
 __all__ = [

@@ -1,0 +1,211 @@
+"""``hbseg-bench``: loader and per-operation benchmarks (a thin adapter over the library)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from hbseg.cli_common import debug_option, main_entry
+
+PREFERRED_ORDER = ("baseline", "torch", "dali", "dali-cache")  # baseline first: the reference
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _parse_loaders(value: str | None, device: str) -> tuple[str, ...]:
+    import difflib
+
+    from hbseg.dali_pipes.factory import LOADERS
+
+    names_known = [k for k in PREFERRED_ORDER if k in LOADERS] + [k for k in LOADERS if k not in PREFERRED_ORDER]
+    if not value:
+        # every loader this device can run; dali-cache keeps decoded images on the GPU
+        return tuple(k for k in names_known if device.startswith("cuda") or k != "dali-cache")
+    names = _csv(value)
+    for n in names:
+        if n not in names_known:
+            close = difflib.get_close_matches(n, names_known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise click.BadParameter(f"unknown loader {n!r}{hint} Valid: {', '.join(names_known)}",
+                                     param_hint="--loaders")
+    return tuple(dict.fromkeys(names))
+
+
+def _parse_cpus(value: str | None) -> tuple[int | None, ...]:
+    if not value:
+        return (None,)
+    try:
+        cpus = [int(v) for v in _csv(value)]
+    except ValueError:
+        raise click.BadParameter(f"expected core counts like 4,8,16, got {value!r}",
+                                 param_hint="--cpus") from None
+    if not cpus or min(cpus) < 1:
+        raise click.BadParameter("core counts must be at least 1", param_hint="--cpus")
+    from .sysinfo import allowed_cpus
+
+    allowed = len(allowed_cpus())
+    if max(cpus) > allowed:
+        raise click.BadParameter(f"{max(cpus)} cores asked for, this process may use {allowed}",
+                                 param_hint="--cpus")
+    return tuple(sorted(set(cpus)))
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _check_model(arch: str, encoder: str) -> None:
+    """Unknown names fail here, once, rather than in every measurement subprocess."""
+    import difflib
+
+    from hbseg.models import list_encoders, list_models
+
+    for name, valid, opt in ((arch, list_models(), "--arch"), (encoder, list_encoders(), "--encoder")):
+        if name.lower() not in valid and name not in valid:
+            close = difflib.get_close_matches(name.lower(), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise click.BadParameter(f"unknown name {name!r}{hint}", param_hint=opt)
+
+
+def _data_options(f):
+    f = click.option("--workers-prep", "prep_workers", type=click.IntRange(1), default=None,
+                     help="Processes for generating data and the mask cache [default: every core].")(f)
+    f = click.option("--synth-size", type=click.IntRange(64), default=2048, show_default=True,
+                     help="Side of the synthetic images made by --synth.")(f)
+    f = click.option("--synth", "synth_ids", type=click.IntRange(1), default=None,
+                     help="If ROOT holds no data set, generate N synthetic patients (2N images) there.")(f)
+    f = click.option("--data", "data", required=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="Data root (train/DCM/ID*/*.png with outputs_json); the mask cache is built if missing.")(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def bench() -> None:
+    """Benchmarks: data loaders side by side (`loaders`), per-operation costs (`ops`),
+    merging several `loaders` runs (`report`)."""
+
+
+@bench.command()
+@_data_options
+@click.option("--loaders", "loaders", default=None,
+              help="Comma-separated back-ends [default: baseline,torch,dali (+dali-cache on CUDA)].")
+@click.option("--size", default=1024, show_default=True, type=click.IntRange(16), help="Training image side.")
+@click.option("--arch", default="unet", show_default=True)
+@click.option("--encoder", default="efficientnet-b2", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--workers", default=None, type=click.IntRange(0),
+              help="DataLoader workers for torch/baseline (capped at the cores) [default: one per core].")
+@click.option("--cpus", default=None,
+              help="Core counts to pin each run to, e.g. 4,8,16 (one run per value) [default: all].")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1),
+              help="Timed epochs per phase; medians are reported.")
+@click.option("--warmup-epochs", default=1, show_default=True, type=click.IntRange(0),
+              help="Untimed loader-only epochs first.")
+@click.option("--warmup-steps", default=3, show_default=True, type=click.IntRange(0),
+              help="Untimed training steps before the timed training epochs.")
+@click.option("--steps-limit", default=None, type=click.IntRange(1),
+              help="Cap batches per epoch (quick runs).")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--timeout", "timeout_s", default=3600.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds before one (loader, cores) run is stopped and reported as failed.")
+@click.option("--note", "notes", multiple=True, help="A note to store in results.json (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-loaders"),
+              show_default=True, help="Folder for results.json, table.md, loaders.png and logs/.")
+@debug_option
+def loaders(data: Path, synth_ids: int | None, synth_size: int, prep_workers: int | None,
+            loaders: str | None, size: int, arch: str, encoder: str, batch_size: int,
+            workers: int | None, cpus: str | None, epochs: int, warmup_epochs: int,
+            warmup_steps: int, steps_limit: int | None, amp: str, device: str, seed: int,
+            timeout_s: float, notes: tuple[str, ...], out: Path, debug: bool) -> None:
+    """Epoch time, throughput, CPU cost and data wait of every loader, side by side,
+    against the baseline and the no-loading bound."""
+    from .config import BenchConfig
+    from .loaders_bench import prepare_data, run_loaders_bench
+
+    device = _resolve_device(device)
+    cfg = BenchConfig(
+        data=str(data), loaders=_parse_loaders(loaders, device), size=size, arch=arch,
+        encoder=encoder, batch_size=batch_size, workers=workers, cpus=_parse_cpus(cpus),
+        epochs=epochs, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
+        steps_limit=steps_limit, amp=amp, device=device, seed=seed, timeout_s=timeout_s,
+    )
+    _check_model(arch, encoder)
+
+    def log(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    prepare_data(data, synth_ids, synth_size, seed, prep_workers, log=log)
+    command = "hbseg-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    results = run_loaders_bench(cfg, out, log=log, command=command, notes=list(notes))
+    click.echo(results["table_markdown"])
+    log(f"wrote {out / 'results.json'}, {out / 'table.md'} and {out / 'loaders.png'}")
+
+
+@bench.command()
+@_data_options
+@click.option("--size", default=1024, show_default=True, type=click.IntRange(16),
+              help="Output side of warps; normalise and unpack run at this size.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--threads", default=None, type=click.IntRange(1),
+              help="CPU threads (OpenCV pool, torch, DALI num_threads) [default: every core].")
+@click.option("--iters", default=10, show_default=True, type=click.IntRange(1), help="Timed batches per repeat.")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0))
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="cuda adds GPU rows; cpu leaves them out.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-ops"),
+              show_default=True, help="Folder for ops.json and ops.md.")
+@debug_option
+def ops(data: Path, synth_ids: int | None, synth_size: int, prep_workers: int | None, size: int,
+        batch_size: int, threads: int | None, iters: int, warmup: int, repeats: int, device: str,
+        out: Path, debug: bool) -> None:
+    """Per-operation cost (decode, CLAHE, warp, normalise, mask unpack) on CPU and GPU."""
+    from .loaders_bench import prepare_data
+    from .ops_bench import run_ops_bench
+    from .sysinfo import allowed_cpus
+
+    def log(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    prepare_data(data, synth_ids, synth_size, 0, prep_workers, log=log)
+    results = run_ops_bench(data, out, size=size, batch_size=batch_size,
+                            threads=threads or len(allowed_cpus()), iters=iters, warmup=warmup,
+                            repeats=repeats, device=device, log=log)
+    click.echo(results["table_markdown"])
+    log(f"wrote {out / 'ops.json'} and {out / 'ops.md'}")
+
+
+@bench.command()
+@click.argument("results", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the merged results.json, table.md and loaders.png.")
+@debug_option
+def report(results: tuple[Path, ...], out: Path, debug: bool) -> None:
+    """Merge `loaders` results (folders or results.json files, e.g. one per --cpus value)
+    into one table and plot, ratios recomputed."""
+    from .loaders_bench import merge_results, write_outputs
+
+    merged = merge_results(list(results))
+    write_outputs(merged, out, log=lambda m: click.echo(m, err=True))
+    click.echo(merged["table_markdown"])
+
+
+main = main_entry(bench)
+
+if __name__ == "__main__":
+    main()

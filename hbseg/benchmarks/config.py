@@ -1,0 +1,100 @@
+"""The frozen settings of one ``hbseg-bench loaders`` run, saved into ``results.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from hbseg.errors import ConfigError
+
+__all__ = ["BenchConfig", "AMP_MODES"]
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Every knob of the loader benchmark; ``None`` means "use the default".
+
+    loaders: back-end names, measured in this order (``baseline`` first makes its ratio
+        column readable).
+    cpus: core counts to restrict each measurement to; ``None`` inside the tuple means
+        "every core this process may use".
+    workers: DataLoader workers for ``torch``/``baseline`` (capped at the run's cores);
+        ``None`` uses one per core. DALI back-ends always get ``num_threads`` = cores.
+    epochs: timed epochs per phase (loader-only, then training); medians are reported.
+    warmup_epochs: untimed loader-only epochs before the timed ones.
+    warmup_steps: untimed training steps (cudnn autotune, allocator) before timed epochs.
+    steps_limit: cap on batches per epoch, for quick runs; ``None`` reads whole epochs.
+    bound_batches: real batches kept resident on the device for the no-loading bound.
+    timeout_s: wall-clock limit of one (loader, cpus) measurement subprocess.
+    """
+
+    data: str
+    loaders: tuple[str, ...] = ("baseline", "torch", "dali", "dali-cache")
+    size: int = 1024
+    arch: str = "unet"
+    encoder: str = "efficientnet-b2"
+    batch_size: int = 8
+    workers: int | None = None
+    cpus: tuple[int | None, ...] = (None,)
+    epochs: int = 3
+    warmup_epochs: int = 1
+    warmup_steps: int = 3
+    steps_limit: int | None = None
+    amp: str = "auto"
+    device: str = "cpu"
+    seed: int = 0
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "bce_dice"
+    channels_last: bool = True
+    bound_batches: int = 4
+    timeout_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        if not self.loaders:
+            bad("no loader to measure")
+        if self.size < 16:
+            bad(f"--size must be at least 16, got {self.size}")
+        for name in ("batch_size", "epochs", "bound_batches"):
+            if getattr(self, name) < 1:
+                bad(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_epochs", "warmup_steps"):
+            if getattr(self, name) < 0:
+                bad(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 0:
+            bad(f"--workers must not be negative, got {self.workers}")
+        if self.steps_limit is not None and self.steps_limit < 1:
+            bad(f"--steps-limit must be at least 1, got {self.steps_limit}")
+        if not self.cpus:
+            bad("--cpus needs at least one value")
+        for n in self.cpus:
+            if n is not None and n < 1:
+                bad(f"--cpus values must be at least 1, got {n}")
+        if self.amp not in AMP_MODES:
+            bad(f"unknown amp mode {self.amp!r}. Valid: {', '.join(AMP_MODES)}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            bad(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cpu" and self.amp in ("bf16", "fp16"):
+            bad(f"--amp {self.amp} needs --device cuda; on CPU use --amp off (or auto)")
+        if self.timeout_s <= 0:
+            bad(f"timeout must be positive, got {self.timeout_s}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["loaders"] = list(self.loaders)
+        d["cpus"] = list(self.cpus)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BenchConfig:
+        d = dict(d)
+        d["loaders"] = tuple(d.get("loaders", ()))
+        d["cpus"] = tuple(d.get("cpus", (None,)))
+        return cls(**d)
+
+    def replace(self, **changes) -> BenchConfig:
+        return replace(self, **changes)

@@ -1,0 +1,359 @@
+"""``hbseg-bench loaders``: every loader, side by side, in one run on one machine.
+
+For each ``--cpus`` value the no-loading bound is measured first, then each loader, each
+in its own fresh subprocess (``hbseg.benchmarks.worker``): clean CPU accounting, its own
+core affinity, and a crash or a hang in one loader (killed after ``timeout_s``) is
+recorded as that loader's failure while the others carry on. What one subprocess
+measures is described in ``hbseg.benchmarks.measure``.
+
+Outputs in ``OUT``: ``results.json`` (config, machine, dataset, every run with its
+per-epoch numbers and medians, ratios), ``table.md`` (the Markdown table also printed),
+``loaders.png`` and ``logs/`` (each subprocess's output).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from hbseg.atomic import atomic_write_text, check_writable_dir
+from hbseg.errors import DataError
+
+from .affinity import thread_env
+from .config import BenchConfig
+
+__all__ = ["SCHEMA", "run_loaders_bench", "prepare_data", "add_ratios", "merge_results",
+           "write_outputs", "METHOD"]
+
+SCHEMA = "hbseg.bench.loaders/1"
+
+METHOD = {
+    "process": "each (loader, cpus) pair and the bound run in a fresh subprocess pinned to "
+               "the first N allowed cores (os.sched_setaffinity, inherited by workers and "
+               "threads); torch/OpenMP/OpenCV threads = N; DALI num_threads = N; DataLoader "
+               "num_workers = min(--workers or N, N)",
+    "load": "loader-only epochs: iterate the loader and discard the batches; after "
+            "warmup_epochs untimed epochs; CUDA synchronised before and after; img/s = "
+            "images / wall seconds",
+    "train": "training epochs through hbseg.train.loop.train_one_epoch: same model init "
+             "(seed), AdamW, AMP, bce_dice loss, grad clip 1.0, batch and step count for "
+             "every loader; warmup_steps untimed steps first; epoch seconds include starting "
+             "the iterator and a final CUDA synchronise",
+    "data_wait_fraction": "time blocked in next(loader) / training epoch wall time",
+    "cpu_s_per_sample": "CPU seconds (user+system) of the whole process tree during the "
+                        "timed epochs / images: main process with all its threads "
+                        "(time.process_time, includes DALI and torch threads) + every live "
+                        "descendant from /proc/<pid>/stat (DataLoader workers) + reaped "
+                        "children (getrusage RUSAGE_CHILDREN); each second counted once",
+    "bound": "no-loading bound: bound_batches real batches read once with OpenCV and kept "
+             "on the device, replayed for the same number of training steps and batch "
+             "sizes as a real epoch, through the same loop",
+    "gpu": "NVML (pynvml) or nvidia-smi sampled every 100 ms during the timed training "
+           "epochs: mean/max utilisation and peak device memory used (includes DALI's "
+           "allocations); torch peak allocated/reserved from torch.cuda",
+    "ratios": "ratio_to_bound = bound training img/s / this training img/s (= epoch time "
+              "over the bound's; 1.0 = loading costs nothing); speedup_vs_baseline = this "
+              "training img/s / baseline's (= baseline epoch time over this one), both at "
+              "the same --cpus",
+    "statistic": "medians over the timed epochs",
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def prepare_data(root: str | Path, synth_ids: int | None = None, synth_size: int = 2048,
+                 seed: int = 0, workers: int | None = None,
+                 log: Callable[[str], None] = print) -> Path:
+    """Make sure ROOT holds a data set (generating ``synth_ids`` synthetic patients if it
+    is missing and asked to) and an up-to-date mask cache; return the cache folder."""
+    from hbseg.data.cache import build_cache, default_cache_dir
+    from hbseg.data.layout import IMAGE_DIR
+
+    root = Path(root)
+    has_data = (root / "train" / IMAGE_DIR).is_dir() or (root / IMAGE_DIR).is_dir()
+    if not has_data:
+        if not synth_ids:
+            raise DataError("no data set here (expected train/DCM/ID*/*.png); pass --synth N "
+                            "to generate N synthetic patients", root)
+        from hbseg.data.synth import SynthConfig, generate_dataset
+
+        log(f"generating {synth_ids} synthetic patients ({2 * synth_ids} images, "
+            f"{synth_size} px) in {root}")
+        generate_dataset(root, SynthConfig(ids=synth_ids, size=synth_size, seed=seed),
+                         workers=workers, progress=False)
+    summary = build_cache(root, workers=workers, progress=False)
+    if not summary["up_to_date"]:
+        log(f"mask cache: {summary['rasterised']} of {summary['images']} masks rasterised")
+    return default_cache_dir(root)
+
+
+def _dataset_info(root: Path, cache_dir: Path) -> dict:
+    from hbseg.data.cache import load_cache_index
+
+    index = load_cache_index(cache_dir)
+    return {
+        "root": str(root),
+        "cache_dir": str(cache_dir),
+        "images": len(index),
+        "patients": int(index["id"].nunique()),
+        "image_height_median": int(index["height"].median()),
+        "image_width_median": int(index["width"].median()),
+    }
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+def _package_root() -> str:
+    import hbseg
+
+    return str(Path(hbseg.__file__).resolve().parents[1])
+
+
+def _spawn(job: dict, log_path: Path, timeout: float, threads: int | None) -> dict:
+    """Run one job in ``python -m hbseg.benchmarks.worker``; its result, or an error."""
+    with tempfile.TemporaryDirectory(prefix="hbseg-bench-") as tmp:
+        job = dict(job, result=str(Path(tmp) / "result.json"))
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job))
+        env = os.environ.copy()
+        if threads:
+            env.update(thread_env(threads))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("TQDM_DISABLE", "1")
+        cmd = [sys.executable, "-m", "hbseg.benchmarks.worker", str(job_path)]
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                rc = None
+            except BaseException:  # Ctrl-C: take the whole measurement down with us
+                _kill_group(proc)
+                raise
+            finally:
+                _kill_group(proc)  # leftovers (orphaned workers) of the group we started
+        result_path = Path(job["result"])
+        if result_path.is_file():
+            try:
+                return json.loads(result_path.read_text())
+            except ValueError:
+                pass
+    tail = _tail(log_path)
+    if timed_out:
+        error = f"timed out after {timeout:.0f} s"
+    elif rc is not None and rc < 0:
+        error = f"killed by signal {signal.Signals(-rc).name}"
+    else:
+        error = f"exited with status {rc} without a result"
+    return {"job": job["job"], "loader": job.get("kind"), "cpus": job.get("cpus"),
+            "status": "error", "error": f"{error}; last output: {tail}" if tail else error}
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(t.strip() for t in text[-lines:])[-600:]
+
+
+# --------------------------------------------------------------------------- ratios
+
+
+def add_ratios(runs: list[dict]) -> None:
+    """Each run's ratio to the bound and speed-up over ``baseline`` at the same cores.
+
+    Both are computed from time per image (training img/s), which equals the ratio of
+    epoch times when the epochs hold the same images, and stays right when runs merged
+    from several invocations used different ``--steps-limit`` values.
+    """
+    def by(loader: str) -> dict:
+        return {r.get("cpus"): r for r in runs if r.get("loader") == loader and r.get("status") == "ok"}
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    bounds, baselines = by("bound"), by("baseline")
+    for r in runs:
+        if r.get("status") != "ok":
+            continue
+        speed = r.get("train_images_per_s")
+        bound = bounds.get(r.get("cpus")) or {}
+        base = baselines.get(r.get("cpus")) or {}
+        r["ratio_to_bound"] = ratio(bound.get("train_images_per_s"), speed)
+        r["speedup_vs_baseline"] = (None if r["loader"] == "bound"
+                                    else ratio(speed, base.get("train_images_per_s")))
+        r["load_speedup_vs_baseline"] = ratio(r.get("load_images_per_s"),
+                                              base.get("load_images_per_s"))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _label(kind: str, cpus: int | None) -> str:
+    return f"{kind} cpus={cpus if cpus is not None else 'all'}"
+
+
+def _slug(kind: str, cpus: int | None) -> str:
+    return f"{kind}-cpus{cpus if cpus is not None else 'all'}"
+
+
+def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], None] = print,
+                      command: str | None = None, notes: list[str] | None = None,
+                      plot: bool = True) -> dict:
+    """Measure every loader at every ``--cpus`` value; write results.json, table.md and
+    loaders.png into ``out`` and return the results."""
+    out = check_writable_dir(out)
+    logs = check_writable_dir(out / "logs")
+    root = Path(cfg.data)
+    from hbseg.data.cache import default_cache_dir
+
+    cache_dir = default_cache_dir(root)
+    dataset = _dataset_info(root, cache_dir)
+    log(f"data: {dataset['images']} images from {dataset['patients']} patients, "
+        f"{dataset['image_width_median']}x{dataset['image_height_median']} px -> {cfg.size} px")
+
+    from .sysinfo import machine_info
+
+    if cfg.device.startswith("cuda"):
+        # in a subprocess: this process must not hold a CUDA context during the runs
+        machine = _spawn({"job": "sysinfo", "gpu": True}, logs / "sysinfo.log", 300, None)
+        if machine.get("status") != "ok":
+            machine = machine_info(gpu=False)
+    else:
+        machine = machine_info(gpu=False)
+    for k in ("job", "loader", "cpus", "status", "wall_s"):
+        machine.pop(k, None)
+
+    jobs = [("bound", None)] + [("loader", k) for k in cfg.loaders]
+    total = len(jobs) * len(cfg.cpus)
+    runs: list[dict] = []
+    base = {"config": cfg.to_dict(), "cache_dir": str(cache_dir)}
+    done = 0
+    for cpus in cfg.cpus:
+        for job, kind in jobs:
+            done += 1
+            name = kind or "bound"
+            log(f"[{done}/{total}] {_label(name, cpus)} ...")
+            r = _spawn({**base, "job": job, "kind": kind, "cpus": cpus},
+                       logs / f"{_slug(name, cpus)}.log", cfg.timeout_s,
+                       cpus or machine.get("cpus_allowed"))
+            r.setdefault("loader", name)
+            r.setdefault("cpus", cpus)
+            if r.get("cpus") is None and cpus is None:
+                r["cpus"] = machine.get("cpus_allowed")
+            r.pop("job", None)
+            runs.append(r)
+            if r.get("status") == "ok":
+                load = r.get("load_images_per_s")
+                log(f"    train epoch {r['train_epoch_s']:.2f} s, data wait "
+                    f"{100 * r['data_wait_fraction']:.0f}%"
+                    + (f", loader alone {load:.1f} img/s" if load else ""))
+            else:
+                log(f"    FAILED: {r.get('error')}")
+
+    add_ratios(runs)
+    all_notes = list(notes or [])
+    if cfg.steps_limit:
+        all_notes.append(f"epochs capped at {cfg.steps_limit} batches (--steps-limit)")
+    results = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "config": cfg.to_dict(),
+        "machine": machine,
+        "dataset": dataset,
+        "method": METHOD,
+        "notes": all_notes,
+        "runs": runs,
+    }
+    write_outputs(results, out, plot=plot, log=log)
+    return results
+
+
+def write_outputs(results: dict, out: str | Path, plot: bool = True,
+                  log: Callable[[str], None] = print) -> None:
+    """``results.json``, ``table.md`` and ``loaders.png`` into ``out`` (each atomically)."""
+    from .report import markdown_table
+
+    out = check_writable_dir(out)
+    results["table_markdown"] = markdown_table(results)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=str) + "\n")
+    atomic_write_text(out / "table.md", results["table_markdown"] + "\n")
+    if plot:
+        from .plot import plot_loaders
+
+        try:
+            plot_loaders(results, out / "loaders.png")
+        except Exception as e:  # noqa: BLE001 - numbers matter more than the figure
+            log(f"plot failed: {type(e).__name__}: {e}")
+
+
+_SAME = ("size", "arch", "encoder", "batch_size", "amp", "device", "seed", "loss", "data")
+
+
+def merge_results(paths: list[str | Path]) -> dict:
+    """One result from several runs (say one ``--cpus`` value each): their runs together,
+    a later (loader, cores) replacing an earlier one, ratios recomputed. Settings that
+    differ between the inputs are listed in ``notes``."""
+    if not paths:
+        raise DataError("no results.json to merge")
+    parts = []
+    for p in paths:
+        p = Path(p)
+        p = p / "results.json" if p.is_dir() else p
+        try:
+            parts.append(json.loads(p.read_text()))
+        except FileNotFoundError:
+            raise DataError("results file not found", p) from None
+        except ValueError as e:
+            raise DataError(f"not a results file ({e})", p) from None
+        if parts[-1].get("schema") != SCHEMA:
+            raise DataError(f"not an hbseg-bench loaders result (schema {parts[-1].get('schema')!r})", p)
+    merged = json.loads(json.dumps(parts[0]))
+    runs: dict[tuple, dict] = {}
+    notes = list(merged.get("notes", []))
+    for part, path in zip(parts, paths, strict=True):
+        for r in part["runs"]:
+            runs[(r.get("loader"), r.get("cpus"))] = r
+        for n in part.get("notes", []):
+            if n not in notes:
+                notes.append(n)
+        for key in _SAME:
+            a, b = merged["config"].get(key), part["config"].get(key)
+            if a != b:
+                notes.append(f"{key} differs between merged runs: {a!r} vs {b!r} ({path})")
+    cpus = sorted({r.get("cpus") for r in runs.values()}, key=lambda c: (c is None, c or 0))
+    ordered = sorted(runs.values(), key=lambda r: (cpus.index(r.get("cpus")),
+                                                   r.get("loader") != "bound"))
+    merged["runs"] = ordered
+    merged["config"]["cpus"] = cpus
+    merged["notes"] = notes
+    merged["merged_from"] = [str(p) for p in paths]
+    merged["command"] = [p.get("command") for p in parts]
+    add_ratios(merged["runs"])
+    return merged

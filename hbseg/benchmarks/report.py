@@ -1,0 +1,119 @@
+"""The benchmark's Markdown tables: one row per (loader, cores), failures listed below."""
+
+from __future__ import annotations
+
+__all__ = ["markdown_table", "COLUMNS", "ops_table"]
+
+# (header, what it means) — benchmarks/README.md explains each at length
+COLUMNS = (
+    ("loader", "back-end (bound: no loading, batches resident on the device)"),
+    ("cores", "CPU cores the run was pinned to"),
+    ("threads", "DALI num_threads or DataLoader num_workers"),
+    ("load img/s", "loader alone, images per second"),
+    ("epoch s", "training epoch wall time (median)"),
+    ("train img/s", "training images per second"),
+    ("data wait", "share of the epoch blocked waiting for the next batch"),
+    ("CPU s/img load", "CPU seconds per image, loader alone (process tree)"),
+    ("CPU s/img train", "CPU seconds per image while training (process tree)"),
+    ("GPU util", "mean GPU utilisation during training"),
+    ("GPU mem GB", "peak device memory used during training"),
+    ("× bound", "epoch time / no-loading bound's (1.00 = free loading)"),
+    ("vs baseline", "baseline epoch time / this epoch time"),
+)
+
+
+def _f(x, fmt: str, suffix: str = "") -> str:
+    return "—" if x is None else f"{x:{fmt}}{suffix}"
+
+
+def _sec(x) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def _rate(x) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def _cpu(x) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}"
+
+
+def _row(r: dict) -> list[str]:
+    name = "**bound**" if r["loader"] == "bound" else r["loader"]
+    if r.get("status") != "ok":
+        return [name, str(r.get("cpus") or "—"), "—", "failed¹", *["—"] * 9]
+    gpu = r.get("gpu") or {}
+    return [
+        name,
+        str(r.get("cpus") or "—"),
+        "—" if r.get("num_threads") is None else str(r["num_threads"]),
+        _rate(r.get("load_images_per_s")),
+        _sec(r.get("train_epoch_s")),
+        _rate(r.get("train_images_per_s")),
+        _f(None if r.get("data_wait_fraction") is None else 100 * r["data_wait_fraction"], ".0f", "%"),
+        _cpu(r.get("cpu_s_per_sample_load")),
+        _cpu(r.get("cpu_s_per_sample_train")),
+        _f(gpu.get("util_mean"), ".0f", "%"),
+        _f(gpu.get("mem_used_peak_gb", gpu.get("torch_peak_reserved_gb")), ".1f"),
+        _f(r.get("ratio_to_bound"), ".2f"),
+        _f(r.get("speedup_vs_baseline"), ".2f", "×"),
+    ]
+
+
+def markdown_table(results: dict) -> str:
+    """The results as a Markdown table (one row per run), then one line per failure."""
+    header = [c[0] for c in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    failures = []
+    for r in results["runs"]:
+        lines.append("| " + " | ".join(_row(r)) + " |")
+        if r.get("status") != "ok":
+            failures.append(f"{r['loader']} (cores={r.get('cpus')}): {r.get('error')}")
+    cfg, m = results.get("config", {}), results.get("machine", {})
+    ds = results.get("dataset", {})
+    gpu = m.get("gpu_name") or "no GPU"
+    caption = (
+        f"{cfg.get('arch')}/{cfg.get('encoder')}, {cfg.get('size')} px, batch "
+        f"{cfg.get('batch_size')}, {ds.get('images')} images of "
+        f"{ds.get('image_width_median')} px per epoch"
+        + (f" (capped at {cfg['steps_limit']} batches)" if cfg.get("steps_limit") else "")
+        + f", device {cfg.get('device')}, amp {_amp(results)}; {m.get('cpu_model')} "
+        f"({m.get('cpus_allowed')} cores), {gpu}; medians of {cfg.get('epochs')} epochs."
+    )
+    out = "\n".join(lines) + "\n\n" + caption
+    env = m.get("env") or {}
+    if env:
+        out += " Environment: " + ", ".join(f"{k}={v}" for k, v in sorted(env.items())) + "."
+    for note in results.get("notes") or []:
+        out += f"\n\nNote: {note}"
+    if failures:
+        out += "\n\n" + "\n".join(f"¹ {f}" for f in failures)
+    return out
+
+
+def _amp(results: dict) -> str:
+    for r in results.get("runs", []):
+        if r.get("amp"):
+            return r["amp"]
+    return results.get("config", {}).get("amp", "?")
+
+
+def ops_table(results: dict) -> str:
+    """``hbseg-bench ops`` results: one row per (operation, implementation, device)."""
+    lines = ["| operation | implementation | device | ms / image | images/s | note |",
+             "|---|---|---|---|---|---|"]
+    for r in results["ops"]:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['op']} | {r['impl']} | {r['device']} | — | — | "
+                         f"failed: {str(r.get('error', ''))[:80]} |")
+            continue
+        ms = r["ms_per_image"]
+        lines.append(f"| {r['op']} | {r['impl']} | {r['device']} | {ms:.3f} | "
+                     f"{1000.0 / ms if ms > 0 else float('inf'):.0f} | {r.get('note', '')} |")
+    return "\n".join(lines)

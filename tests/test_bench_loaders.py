@@ -1,0 +1,230 @@
+"""hbseg-bench: a tiny CPU run of every loader, failure reporting, CPU accounting, outputs."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from hbseg.benchmarks.cli import bench
+from hbseg.benchmarks.config import BenchConfig
+from hbseg.benchmarks.cpu_time import ProcessTreeClock
+from hbseg.errors import ConfigError
+
+
+def _available_loaders(device: str = "cpu") -> list[str]:
+    from hbseg.dali_pipes.factory import LOADERS
+
+    out = []
+    for kind in LOADERS:
+        if kind.startswith("dali"):
+            try:
+                import nvidia.dali  # noqa: F401
+            except ImportError:
+                continue
+        if kind == "dali-cache" and device == "cpu":
+            continue
+        out.append(kind)
+    return out
+
+
+def _is_png(path) -> bool:
+    import cv2
+
+    img = cv2.imread(str(path))
+    return img is not None and img.ndim == 3 and min(img.shape[:2]) > 100
+
+
+@pytest.mark.slow
+def test_loaders_bench_tiny_cpu_run(tiny_root, tmp_path):
+    """Every available loader, the bound, and dali-cache (which needs CUDA) reported failed."""
+    kinds = _available_loaders()
+    asked = ["baseline", *[k for k in kinds if k != "baseline"], "dali-cache"]
+    out = tmp_path / "bench"
+    args = ["loaders", "--data", str(tiny_root), "--loaders", ",".join(asked), "--size", "64",
+            "--arch", "unet", "--encoder", "resnet18", "--batch-size", "2", "--epochs", "2",
+            "--warmup-epochs", "1", "--warmup-steps", "1", "--steps-limit", "1",
+            "--cpus", "1", "--device", "cpu", "--timeout", "300", "--note", "test run", "--out", str(out)]
+    result = CliRunner().invoke(bench, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+    res = json.loads((out / "results.json").read_text())
+    assert res["schema"] == "hbseg.bench.loaders/1"
+    m = res["machine"]
+    for key in ("cpu_model", "cpu_count", "cpus_allowed", "gpus", "gpu_name", "versions"):
+        assert key in m
+    for key in ("torch", "dali", "cuda", "hbseg", "python"):
+        assert key in m["versions"]
+    assert m["cpu_count"] >= 1 and m["versions"]["hbseg"]
+    assert BenchConfig.from_dict(res["config"]).size == 64
+    assert res["dataset"]["images"] > 0
+    assert "test run" in res["notes"]
+    assert res["method"]["cpu_s_per_sample"]
+
+    runs = {r["loader"]: r for r in res["runs"]}
+    assert set(runs) == {"bound", *asked}
+    assert runs["dali-cache"]["status"] == "error"
+    assert "cuda" in runs["dali-cache"]["error"].lower()
+    for kind in ["bound", *kinds]:
+        r = runs[kind]
+        assert r["status"] == "ok", r.get("error")
+        assert r["cpus"] == 1 and r["cores"] and len(r["cores"]) == 1
+        assert len(r["train_epochs"]) == 2
+        secs = [e["seconds"] for e in r["train_epochs"]]
+        assert r["train_epoch_s"] == pytest.approx(statistics.median(secs))
+        assert all(e["images"] == 2 for e in r["train_epochs"])  # one capped batch of 2
+        assert r["train_epoch_s"] > 0 and r["train_images_per_s"] > 0
+        assert r["cpu_s_per_sample_train"] > 0
+        assert 0.0 <= r["data_wait_fraction"] <= 1.0
+        assert r["ratio_to_bound"] > 0
+        assert r["amp"] == "fp32"
+        if kind != "bound":
+            assert len(r["load_epochs"]) == 2
+            assert r["load_images_per_s"] > 0 and r["cpu_s_per_sample_load"] > 0
+            assert r["speedup_vs_baseline"] > 0
+            assert r["num_threads"] >= 0
+    assert runs["bound"]["ratio_to_bound"] == pytest.approx(1.0)
+    assert runs["baseline"]["speedup_vs_baseline"] == pytest.approx(1.0)
+
+    table = (out / "table.md").read_text()
+    assert "| baseline |" in table and "failed" in table and "dali-cache" in table
+    assert "| baseline |" in result.stdout
+    assert _is_png(out / "loaders.png")
+    assert (out / "logs").is_dir()
+
+
+@pytest.mark.slow
+def test_ops_bench_tiny_run(tiny_root, tmp_path):
+    from hbseg.benchmarks.ops_bench import OPS, run_ops_bench
+
+    res = run_ops_bench(tiny_root, tmp_path, size=64, batch_size=2, threads=1, iters=1,
+                        warmup=1, repeats=1, device="cpu", log=lambda m: None)
+    saved = json.loads((tmp_path / "ops.json").read_text())
+    assert saved["schema"] == "hbseg.bench.ops/1"
+    assert len(saved["ops"]) == len(res["ops"])
+    ok = [r for r in saved["ops"] if r["status"] == "ok"]
+    assert {r["op"] for r in ok} >= set(OPS)
+    assert all(r["ms_per_image"] > 0 and r["device"] == "cpu" for r in ok)
+    assert "| clahe |" in (tmp_path / "ops.md").read_text()
+
+
+def _fake_run(loader, cpus, epoch_s, load=None, status="ok"):
+    if status != "ok":
+        return {"loader": loader, "cpus": cpus, "status": "error", "error": "Boom: broken"}
+    return {"loader": loader, "cpus": cpus, "status": "ok", "num_threads": cpus,
+            "train_epoch_s": epoch_s, "train_images_per_s": 100 / epoch_s,
+            "load_images_per_s": load, "data_wait_fraction": 0.1,
+            "cpu_s_per_sample_train": 0.5, "cpu_s_per_sample_load": 0.1, "gpu": None}
+
+
+def _fake_results(cpus_values=(1, 2)):
+    runs = []
+    for c in cpus_values:
+        runs += [_fake_run("bound", c, 2.0 / c), _fake_run("baseline", c, 8.0 / c, 10 * c),
+                 _fake_run("torch", c, 4.0 / c, 20 * c), _fake_run("dali", c, 0, status="error")]
+    return {"config": {"arch": "unet", "encoder": "resnet18", "size": 64, "batch_size": 2,
+                       "device": "cpu", "epochs": 3},
+            "machine": {"cpu_model": "test", "cpus_allowed": 2}, "dataset": {}, "runs": runs}
+
+
+def test_ratios_table_and_plot(tmp_path):
+    from hbseg.benchmarks.loaders_bench import add_ratios
+    from hbseg.benchmarks.plot import plot_loaders
+    from hbseg.benchmarks.report import markdown_table
+
+    res = _fake_results()
+    add_ratios(res["runs"])
+    r = {(x["loader"], x["cpus"]): x for x in res["runs"]}
+    assert r[("torch", 2)]["ratio_to_bound"] == pytest.approx(2.0)
+    assert r[("torch", 1)]["speedup_vs_baseline"] == pytest.approx(2.0)
+    assert r[("torch", 1)]["load_speedup_vs_baseline"] == pytest.approx(2.0)
+    assert r[("bound", 1)]["speedup_vs_baseline"] is None
+    assert "ratio_to_bound" not in r[("dali", 1)]
+    table = markdown_table(res)
+    assert table.count("| torch |") == 2 and table.count("| **bound** |") == 2
+    assert "¹ dali (cores=1): Boom: broken" in table
+    path = plot_loaders(res, tmp_path / "loaders.png")
+    assert _is_png(path)
+    import cv2
+
+    assert cv2.imread(str(path)).shape[1] > 900  # two panels: epoch time and throughput/cores
+
+
+def test_process_tree_clock_counts_children_once():
+    clock = ProcessTreeClock()
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.4: pass\ntime.sleep(5)"
+    r0 = clock.read()
+    p = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        deadline = time.time() + 20
+        live = 0.0
+        while time.time() < deadline:
+            live = (clock.read() - r0).children
+            if live >= 0.38:
+                break
+            time.sleep(0.1)
+        assert live >= 0.38  # a live child is counted from /proc
+    finally:
+        p.kill()
+        p.wait()
+    after = (clock.read() - r0).children  # reaped: now in RUSAGE_CHILDREN, not twice
+    assert live - 0.05 <= after <= live + 0.3
+
+
+def test_spawn_reports_failures(tiny_root, tmp_path):
+    from hbseg.benchmarks.loaders_bench import _spawn
+
+    cfg = BenchConfig(data=str(tiny_root), loaders=("nope",), size=64, batch_size=2,
+                      encoder="resnet18", device="cpu")
+    job = {"job": "loader", "kind": "nope", "cpus": 1, "config": cfg.to_dict(),
+           "cache_dir": str(tiny_root / "hbseg-cache")}
+    r = _spawn(job, tmp_path / "nope.log", timeout=120, threads=1)
+    assert r["status"] == "error" and "unknown loader 'nope'" in r["error"]
+    r = _spawn({"job": "sysinfo"}, tmp_path / "slow.log", timeout=0.05, threads=1)
+    assert r["status"] == "error" and "timed out" in r["error"]
+
+
+def test_config_and_cli_validation(tmp_path):
+    with pytest.raises(ConfigError):
+        BenchConfig(data="x", amp="bf16", device="cpu")
+    with pytest.raises(ConfigError):
+        BenchConfig(data="x", cpus=(0,))
+    runner = CliRunner()
+    r = runner.invoke(bench, ["loaders", "--data", str(tmp_path), "--loaders", "torh",
+                              "--device", "cpu"])
+    assert r.exit_code == 2 and "did you mean 'torch'" in r.output
+    r = runner.invoke(bench, ["loaders", "--data", str(tmp_path), "--cpus", "100000",
+                              "--device", "cpu"])
+    assert r.exit_code == 2 and "--cpus" in r.output
+
+
+def test_report_merges_runs_per_cpus(tmp_path):
+    from hbseg.benchmarks.loaders_bench import SCHEMA
+
+    paths = []
+    for c in (1, 2):
+        res = _fake_results(cpus_values=(c,))
+        res.update(schema=SCHEMA, notes=[f"part {c}"], command=f"run {c}")
+        res["config"]["cpus"] = [c]
+        p = tmp_path / f"part{c}"
+        p.mkdir()
+        (p / "results.json").write_text(json.dumps(res))
+        paths.append(str(p))
+    out = tmp_path / "merged"
+    r = CliRunner().invoke(bench, ["report", *paths, "--out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    merged = json.loads((out / "results.json").read_text())
+    assert merged["config"]["cpus"] == [1, 2] and merged["notes"] == ["part 1", "part 2"]
+    assert len(merged["runs"]) == 8 and merged["runs"][0]["loader"] == "bound"
+    torch2 = [x for x in merged["runs"] if x["loader"] == "torch" and x["cpus"] == 2][0]
+    assert torch2["speedup_vs_baseline"] == pytest.approx(2.0)
+    assert _is_png(out / "loaders.png")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    r = CliRunner().invoke(bench, ["report", str(bad), "--out", str(out)])
+    assert r.exit_code != 0
