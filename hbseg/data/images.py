@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -49,12 +50,31 @@ def png_header(path: str | Path) -> dict:
     }
 
 
+def _check_chunks(data: bytes, path: Path) -> None:
+    """Walk the PNG's chunks and verify each CRC, so damage is reported here, in one line,
+    rather than by libpng (which prints its own messages to stderr)."""
+    pos, end = len(_PNG_SIGNATURE), len(data)
+    while pos < end:
+        if pos + 12 > end:
+            raise DataError("truncated PNG (a chunk is cut off)", path)
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if pos + 12 + length > end:
+            raise DataError(f"truncated PNG (chunk {kind.decode('latin-1')!r} is cut off)", path)
+        crc = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0]
+        if zlib.crc32(data[pos + 4:pos + 8 + length]) != crc:
+            raise DataError(f"corrupt PNG (chunk {kind.decode('latin-1')!r} fails its CRC check)", path)
+        pos += 12 + length
+        if kind == b"IEND":
+            return
+
+
 def read_any_png(path: str | Path) -> np.ndarray:
     """Decode a PNG as stored (any depth and channels), with a clear error if it fails."""
     path = Path(path)
     png_header(path)
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    data = path.read_bytes()
+    _check_chunks(data, path)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DataError("corrupt PNG (the decoder could not read it)", path)
     return img

@@ -51,7 +51,14 @@ def create_model(
     import segmentation_models_pytorch as smp
 
     arch = _look_up(arch, list_models(), "architecture")
-    if encoder not in smp.encoders.get_encoder_names():
+    if encoder.startswith("tu-"):  # any timm model, through smp's universal encoder
+        import timm
+
+        if not timm.is_model(encoder[3:]):
+            close = difflib.get_close_matches(encoder[3:], timm.list_models(), n=1)
+            hint = f"; did you mean 'tu-{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown timm encoder {encoder!r}{hint}")
+    elif encoder not in smp.encoders.get_encoder_names():
         _look_up(encoder, list_encoders(), "encoder")
     try:
         model = smp.create_model(
@@ -93,9 +100,12 @@ def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
         if k in own and v.ndim == 4 and own[k].ndim == 4 and v.shape[1] != own[k].shape[1]:
             if own[k].shape[1] == 1:
                 state[k] = v.sum(dim=1, keepdim=True)
-    missing, unexpected = target.load_state_dict(state, strict=False)
-    matched = len(own) - len(missing)
-    if matched == 0:
+    # keep what fits by name and shape (a classifier head, or a head for other classes, is
+    # left out); smp's encoders override load_state_dict without returning its result, so
+    # the matching is done here and nn.Module's own method does the loading
+    fitting = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fitting:
         raise CheckpointError(
-            f"no tensor in the file matches the model ({len(unexpected)} unexpected keys)", path
+            f"no tensor in the file matches the model ({len(state)} keys, none fits)", path
         )
+    torch.nn.Module.load_state_dict(target, fitting, strict=False)

@@ -1,0 +1,166 @@
+"""``hbseg-infer``, ``hbseg-eval``, ``hbseg-ensemble``: thin click adapters over the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hbseg.cli_common import debug_option, main_entry
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+
+def _floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+    if not out or any(not v > 0 for v in out):
+        raise click.BadParameter(f"expected positive numbers, got {value!r}")
+    return out
+
+
+def _hw(ctx, param, value: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HxW like 2048x2048, got {value!r}") from None
+    if h < 1 or w < 1:
+        raise click.BadParameter(f"expected positive sizes, got {value!r}")
+    return h, w
+
+
+def _summary_line(s: dict) -> str:
+    rate = f"{s['images_per_s']:.2f} images/s" if s.get("images_per_s") else "n/a"
+    return (f"wrote {s['out']}: {s['images']} images in {s['seconds']:.1f} s ({rate}, "
+            f"{s['device']}, {s['loader']} loader)")
+
+
+@click.command(context_settings=_CTX)
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Model checkpoint; repeat for a soft-voting ensemble.")
+@click.option("--weights", callback=_floats, default=None,
+              help="Ensemble weights, one per --checkpoint, e.g. 2,1 [default: equal].")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Data root (uses test/), a split folder (DCM/ID*/*.png) or a folder of PNGs.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Submission CSV to write (image_name,class,rle).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1),
+              help="Images per decode batch; windows per forward pass.")
+@click.option("--loader", default="auto", show_default=True, type=click.Choice(["auto", "dali", "cv2"]),
+              help="Image decoding: the DALI inference pipeline or OpenCV.")
+@click.option("--window", default=None, type=click.IntRange(32),
+              help="Sliding-window side in original-image pixels; windows are predicted at the model's "
+                   "training scale (size/crop) [default: the whole image resized to the model's size].")
+@click.option("--stride", default=None, type=click.IntRange(1), help="Window stride [default: window/2].")
+@click.option("--sigma", default=0.125, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Gaussian blending sigma, as a fraction of the window.")
+@click.option("--tta", "tta", multiple=True, type=click.Choice(["hflip"]),
+              help="Test-time augmentation: hflip averages the horizontally flipped prediction.")
+@click.option("--scales", callback=_floats, default="1.0", show_default=True,
+              help="TTA scales, comma-separated, e.g. 0.8,1.0,1.5.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Probability threshold for every class.")
+@click.option("--thresholds", "thresholds_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help='JSON {"class": threshold}; classes left out use --threshold.')
+@click.option("--min-size", default=0, show_default=True, type=click.IntRange(0),
+              help="Drop connected components smaller than this many pixels, per class.")
+@click.option("--save-probs", default=None, type=click.Path(file_okay=False),
+              help="Also write float16 [29, H, W] probability maps (<stem>.npy, ~240 MB for 2048²) "
+                   "here, for soft voting with hbseg-ensemble --probs.")
+@click.option("--overlays", default=None, type=click.Path(file_okay=False),
+              help="Also write pictures of the predicted contours (and ground truth, if any) here.")
+@click.option("--overlay-size", default=1024, show_default=True, type=click.IntRange(64),
+              help="Longest side of each overlay panel.")
+@click.option("--no-amp", is_flag=True, help="Full float32 on CUDA (mixed precision is the default).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@debug_option
+def infer(checkpoints, weights, data, out, device, batch_size, loader, window, stride, sigma, tta,
+          scales, threshold, thresholds_file, min_size, save_probs, overlays, overlay_size, no_amp,
+          quiet, debug) -> None:
+    """Segment the 29 bones of every radiograph under --data into a submission CSV."""
+    from .config import InferConfig
+    from .infer import run_inference
+
+    cfg = InferConfig(
+        checkpoints=tuple(checkpoints), data=str(data), out=str(out), weights=weights,
+        device=device, batch_size=batch_size, window=window, stride=stride, sigma=sigma,
+        tta_hflip="hflip" in tta, scales=scales, threshold=threshold,
+        thresholds_file=thresholds_file, min_size=min_size, save_probs=save_probs,
+        overlays=overlays, overlay_max_side=overlay_size, loader=loader,
+        amp=False if no_amp else None, progress=not quiet,
+    )
+    click.echo(_summary_line(run_inference(cfg)))
+
+
+@click.command(context_settings=_CTX)
+@click.option("--pred", required=True, type=click.Path(exists=True, dir_okay=False), help="Submission CSV.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Data root (uses train/) or a labelled split folder.")
+@click.option("--ids", default=None, help="Only these patient IDs, comma-separated (ID001,ID002).")
+@click.option("--fold", default=None, type=click.IntRange(0), help="Only this fold's images.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Result file, .json or .csv [default: <pred>.eval.json].")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: every core].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@debug_option
+def evaluate(pred, data, ids, fold, out, workers, quiet, debug) -> None:
+    """Per-class and mean Dice of --pred against the JSON ground truth, at original size."""
+    from .config import EvalConfig
+    from .evaluate import evaluate as run_eval
+    from .evaluate import format_table, write_result
+
+    id_list = tuple(i.strip() for i in ids.split(",") if i.strip()) if ids else None
+    cfg = EvalConfig(pred=str(pred), data=str(data), out=out, ids=id_list, fold=fold,
+                     workers=workers, progress=not quiet)
+    result = run_eval(cfg)
+    click.echo(format_table(result))
+    path = write_result(result, cfg.out_path)
+    click.echo(f"wrote {path}")
+
+
+@click.command(context_settings=_CTX)
+@click.argument("csvs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--probs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A --save-probs folder; repeat to soft-vote them instead of CSVs.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Submission CSV to write.")
+@click.option("--min-votes", default=None, type=click.IntRange(1),
+              help="Hard vote: members that must agree on a pixel [default: a majority].")
+@click.option("--weights", callback=_floats, default=None, help="Soft vote: weights, one per folder.")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Hard vote: read image sizes from this folder's PNGs.")
+@click.option("--size", "size", default="2048x2048", show_default=True, callback=_hw,
+              help="Hard vote: the HxW of every image, when --data is not given.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Soft vote: probability threshold.")
+@click.option("--thresholds", "thresholds_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help='Soft vote: JSON {"class": threshold}.')
+@click.option("--min-size", default=0, show_default=True, type=click.IntRange(0),
+              help="Drop connected components smaller than this many pixels, per class.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Soft vote: where to average.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@debug_option
+def ensemble(csvs, probs, out, min_votes, weights, data, size, threshold, thresholds_file, min_size,
+             device, quiet, debug) -> None:
+    """Hard-vote submission CSVs, or soft-vote --probs folders, into one submission."""
+    from .config import EnsembleConfig
+    from .ensemble import run_ensemble
+
+    if csvs and probs:
+        raise click.UsageError("give CSVs (hard vote) or --probs folders (soft vote), not both")
+    cfg = EnsembleConfig(out=str(out), csvs=tuple(csvs), probs=tuple(probs), min_votes=min_votes,
+                         weights=weights, data=data, size=size, threshold=threshold,
+                         thresholds_file=thresholds_file, min_size=min_size, progress=not quiet)
+    s = run_ensemble(cfg, device)
+    click.echo(f"wrote {s['out']}: {s['images']} images, {s['mode']} vote of {s['members']} members")
+
+
+infer_main = main_entry(infer)
+eval_main = main_entry(evaluate)
+ensemble_main = main_entry(ensemble)

@@ -1,0 +1,149 @@
+"""``hbseg-ensemble``: combine finished predictions.
+
+* Hard vote of submission CSVs: a pixel is kept for a class when at least ``min_votes``
+  CSVs have it. RLEs carry no image size, so sizes come from a data folder's PNG headers
+  or one ``H x W`` for every image (2048 x 2048, the competition's).
+* Soft vote of ``--save-probs`` folders: the weighted mean of the float16 probabilities,
+  then thresholds and small-object removal, exactly as ``hbseg-infer`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hbseg.data.classes import CLASSES
+from hbseg.errors import ConfigError, DataError
+
+from .config import EnsembleConfig, config_path, save_config
+from .csv_io import Submission, SubmissionWriter, read_submission
+from .postprocess import (
+    load_thresholds,
+    postprocess,
+    remove_small_objects,
+    resolve_min_sizes,
+    resolve_thresholds,
+)
+from .rle import encode_masks
+
+__all__ = ["hard_vote", "soft_vote", "run_ensemble", "read_probs_index"]
+
+
+def _same_images(names: list[str], others: dict[Path, list[str]], first: Path) -> None:
+    ref = set(names)
+    for path, imgs in others.items():
+        extra = sorted(set(imgs) - ref)
+        if extra:
+            raise DataError(f"image {extra[0]!r} is not in {first}; every member must cover "
+                            "the same images", path)
+        lacking = sorted(ref - set(imgs))
+        if lacking:
+            raise DataError(f"no rows for image {lacking[0]!r}, which {first} has; every member "
+                            "must cover the same images", path)
+
+
+def _sizes(cfg: EnsembleConfig, names: list[str]) -> dict[str, tuple[int, int]]:
+    if cfg.data is None:
+        return {n: tuple(cfg.size) for n in names}
+    from .infer import list_images
+
+    df = list_images(cfg.data)
+    known = {r.image_name: (int(r.height), int(r.width)) for r in df.itertuples(index=False)}
+    for n in names:
+        if n not in known:
+            raise DataError(f"image {n!r} of the submissions is not in this folder", cfg.data)
+    return {n: known[n] for n in names}
+
+
+def hard_vote(cfg: EnsembleConfig) -> dict:
+    from tqdm.auto import tqdm
+
+    subs: list[Submission] = [read_submission(p) for p in cfg.csvs]
+    names = subs[0].images
+    _same_images(names, {s.path: s.images for s in subs[1:]}, subs[0].path)
+    sizes = _sizes(cfg, names)
+    k = cfg.votes_needed
+    min_sizes = resolve_min_sizes(cfg.min_size, CLASSES)
+    with SubmissionWriter(cfg.out, CLASSES) as w:
+        for name in tqdm(names, desc="voting", unit="img", disable=not cfg.progress):
+            h, wd = sizes[name]
+            votes = np.zeros((len(CLASSES), h, wd), dtype=np.uint8)
+            for s in subs:
+                votes += s.masks(name, h, wd)
+            masks = remove_small_objects(torch.from_numpy(votes >= k), min_sizes)
+            w.write(name, encode_masks(masks))
+    return {"images": len(names), "members": len(subs), "min_votes": k}
+
+
+def read_probs_index(folder: str | Path) -> dict:
+    folder = Path(folder)
+    from .infer import PROBS_INDEX
+
+    try:
+        doc = json.loads((folder / PROBS_INDEX).read_text())
+    except FileNotFoundError:
+        raise DataError(f"no {PROBS_INDEX}; is this a --save-probs folder of hbseg-infer?", folder) from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"unreadable {PROBS_INDEX} ({e})", folder) from None
+    if not isinstance(doc, dict) or "images" not in doc or "class_names" not in doc:
+        raise DataError(f"{PROBS_INDEX} lacks 'images' or 'class_names'", folder)
+    return doc
+
+
+def _load_probs(folder: Path, entry: dict, n_classes: int) -> np.ndarray:
+    path = folder / entry["file"]
+    try:
+        arr = np.load(path)
+    except FileNotFoundError:
+        raise DataError("probability map listed in index.json is missing", path) from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"unreadable probability map ({e})", path) from None
+    want = (n_classes, entry["height"], entry["width"])
+    if arr.shape != want:
+        raise DataError(f"probability map has shape {arr.shape}, expected {want}", path)
+    return arr
+
+
+def soft_vote(cfg: EnsembleConfig, device: str = "cpu") -> dict:
+    from tqdm.auto import tqdm
+
+    folders = [Path(p) for p in cfg.probs]
+    docs = [read_probs_index(f) for f in folders]
+    class_names = tuple(docs[0]["class_names"])
+    for f, d in zip(folders[1:], docs[1:], strict=True):
+        if tuple(d["class_names"]) != class_names:
+            raise DataError(f"other classes than {folders[0]}", f)
+    names = list(docs[0]["images"])
+    _same_images(names, {f: list(d["images"]) for f, d in zip(folders[1:], docs[1:], strict=True)}, folders[0])
+    weights = np.asarray(cfg.weights or [1.0] * len(folders), dtype=np.float64)
+    if (weights <= 0).any():
+        raise ConfigError(f"--weights must be positive, got {list(weights)}")
+    weights = weights / weights.sum()
+    thr: float | dict = cfg.threshold
+    if cfg.thresholds_file:
+        thr = load_thresholds(cfg.thresholds_file, class_names)
+    thresholds = resolve_thresholds(thr, class_names, default=cfg.threshold)
+    min_sizes = resolve_min_sizes(cfg.min_size, class_names)
+    with SubmissionWriter(cfg.out, class_names) as w:
+        for name in tqdm(names, desc="soft voting", unit="img", disable=not cfg.progress):
+            acc = None
+            for f, d, wt in zip(folders, docs, weights, strict=True):
+                entry = d["images"][name]
+                p = torch.from_numpy(_load_probs(f, entry, len(class_names))).to(device).float()
+                acc = p * float(wt) if acc is None else acc.add_(p, alpha=float(wt))
+            w.write(name, encode_masks(postprocess(acc, thresholds, min_sizes)))
+    return {"images": len(names), "members": len(folders), "weights": weights.tolist()}
+
+
+def run_ensemble(cfg: EnsembleConfig, device: str = "cpu") -> dict:
+    """Hard or soft vote, as ``cfg`` says; writes ``cfg.out`` and its config beside it."""
+    start = time.perf_counter()
+    summary = hard_vote(cfg) if cfg.csvs else soft_vote(cfg, device)
+    summary.update(mode="hard" if cfg.csvs else "soft", out=str(cfg.out),
+                   seconds=round(time.perf_counter() - start, 3))
+    save_config(cfg, config_path(cfg.out), summary=summary)
+    return summary

@@ -1,0 +1,173 @@
+"""``hbseg-train``: a thin adapter from command-line options to ``hbseg.train.train``.
+
+Heavy imports (torch, smp, DALI) happen inside the command, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from hbseg.cli_common import debug_option, main_entry
+
+__all__ = ["train", "main"]
+
+LOSS_NAMES = ("bce", "dice", "bce_dice", "focal_dice")  # hbseg.train.losses.LOSSES, kept light
+LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+              help="Data root (holding train/DCM, train/outputs_json).")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
+              help="Mask cache folder [default: DATA/hbseg-cache; built if missing].")
+@click.option("--loader", type=click.Choice(LOADER_NAMES), default="dali", show_default=True,
+              help="Data pipeline back-end (dali-cache needs --device cuda).")
+@click.option("--device", default=None,
+              help="cuda, cuda:N or cpu [default: cuda if a GPU is visible, else cpu].")
+@click.option("--arch", default="unet", show_default=True,
+              help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, segformer, ...).")
+@click.option("--encoder", default="resnet34", show_default=True,
+              help="smp encoder, or tu-<timm model>.")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Local .pth/.safetensors encoder weights (no download ever happens).")
+@click.option("--size", type=int, default=512, show_default=True,
+              help="Training side in pixels (images are resized to SIZE x SIZE).")
+@click.option("--crop", type=int, default=None,
+              help="Random CROP x CROP window of the original image, then resized to --size.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per step per GPU/rank.")
+@click.option("--val-batch-size", type=click.IntRange(min=1), default=None,
+              help="Validation batch size [default: --batch-size].")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--stop-after", type=click.IntRange(min=1), default=None, metavar="EPOCH",
+              help="Stop once this epoch is done, the schedule still planned for --epochs; "
+                   "continue later with --resume.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak AdamW learning rate.")
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--warmup-epochs", type=float, default=1.0, show_default=True,
+              help="Linear warmup length, then cosine decay.")
+@click.option("--loss", type=click.Choice(LOSS_NAMES), default="bce_dice", show_default=True,
+              help="Sigmoid multi-label loss.")
+@click.option("--fold", type=click.IntRange(min=-1), default=0, show_default=True,
+              help="Validation fold (0-4); -1 trains on every fold without validation.")
+@click.option("--amp", type=click.Choice(("auto", "bf16", "fp16", "off")), default="auto",
+              show_default=True, help="auto: bf16 if the GPU has it, else fp16; fp32 on CPU.")
+@click.option("--val-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Validate every N epochs (and after the last).")
+@click.option("--val-full-res", is_flag=True, default=False,
+              help="Score Dice at each image's original size (logits upsampled on the device).")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="DALI CPU threads or DataLoader workers (0: torch loads in the main process).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--compile", "compile_", is_flag=True, default=False, help="torch.compile the model.")
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Max gradient norm; 0 turns clipping off.")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
+@click.option("--deterministic", is_flag=True, default=False,
+              help="torch.use_deterministic_algorithms (slower on GPU).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="tqdm progress bars (loss, img/s).")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="RUN_DIR", help="Continue the run in RUN_DIR exactly from its last.pt.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="RUN_DIR", help="Run folder: config, metrics.jsonl, last.pt, best.pt, curves.")
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace the run files already in --out.")
+@debug_option
+@click.pass_context
+def train(ctx: click.Context, **opts) -> None:
+    """Train a bone segmentation model; writes metrics, checkpoints and curves to --out.
+
+    \b
+    Examples:
+      hbseg-train --data data --loader dali --device cpu --encoder resnet18 --size 256 --out runs/a
+      torchrun --nproc_per_node=4 -m hbseg.train.cli --data data --out runs/ddp
+      hbseg-train --resume runs/a --epochs 40
+    """
+    opts.pop("debug")
+    resume, overwrite = opts.pop("resume"), opts.pop("overwrite")
+    opts["compile"] = opts.pop("compile_")
+    src = {"compile": "compile_"}
+    given = {k: v for k, v in opts.items()
+             if ctx.get_parameter_source(src.get(k, k)) == ParameterSource.COMMANDLINE}
+
+    from hbseg.errors import ConfigError
+
+    try:
+        cfg = _resolve(opts, given, resume)
+        from .trainer import train as run_training
+
+        summary = run_training(cfg, resume=resume is not None, overwrite=overwrite)
+    except ConfigError as e:
+        raise click.UsageError(str(e), ctx) from None
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        last = summary["last"] or {}
+        click.echo(json.dumps({
+            "run_dir": summary["run_dir"], "epochs_done": summary["epochs_done"],
+            "finished": summary["finished"], "best_mean_dice": summary["best_mean_dice"],
+            "best_epoch": summary["best_epoch"], "last_loss": last.get("loss"),
+            "seconds": round(summary["seconds"], 1),
+        }))
+
+
+def _resolve(opts: dict, given: dict, resume: Path | None):
+    import torch
+
+    from hbseg.errors import ConfigError
+    from hbseg.models import list_models
+
+    from .config import TrainConfig
+
+    device = opts["device"]
+    if device is not None and not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} but no CUDA GPU is visible; use --device cpu")
+    if opts["grad_clip"] == 0:
+        opts["grad_clip"] = None
+        if "grad_clip" in given:
+            given["grad_clip"] = None
+    for name in ("data", "cache", "out", "weights"):
+        if opts.get(name) is not None:
+            opts[name] = str(opts[name])
+            if name in given:
+                given[name] = opts[name]
+    if resume is not None:
+        from hbseg.models import read_checkpoint
+
+        from .resume import check_resumable, resume_config
+
+        if opts["out"] is not None and Path(opts["out"]).resolve() != resume.resolve():
+            raise ConfigError("--resume continues in its own folder; leave out --out "
+                              "(or give the same folder)")
+        last = check_resumable(resume)
+        saved = TrainConfig.from_dict(read_checkpoint(last)["config"])
+        if "device" in given:
+            given["device"] = device
+        return resume_config(saved, {**given, "out": str(resume)})
+    if opts["out"] is None:
+        raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR to continue a run)")
+    if opts["data"] is None:
+        raise ConfigError("--data ROOT is required")
+    if opts["arch"].lower() not in list_models():
+        import difflib
+
+        close = difflib.get_close_matches(opts["arch"].lower(), list_models(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown --arch {opts['arch']!r}{hint} Valid: {', '.join(list_models())}")
+    opts["arch"] = opts["arch"].lower()
+    opts["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return TrainConfig(**opts)
+
+
+main = main_entry(train)
+
+if __name__ == "__main__":  # torchrun -m hbseg.train.cli ...
+    sys.exit(main())

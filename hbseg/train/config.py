@@ -1,0 +1,186 @@
+"""The one frozen settings object of a training run, saved as ``RUN_DIR/config.yaml``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig, NormalizeConfig
+from hbseg.errors import ConfigError
+
+__all__ = ["TrainConfig", "LOADERS", "AMP_MODES", "CONFIG_NAME", "save_config", "load_config"]
+
+LOADERS = ("dali", "dali-cache", "torch", "baseline")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+CONFIG_NAME = "config.yaml"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of ``hbseg-train``; ``None`` means "use the default".
+
+    epochs plans the schedule (warmup, cosine); ``stop_after`` ends one invocation early
+    (a time-sliced job) without changing the plan, so ``--resume`` continues exactly.
+    """
+
+    out: str
+    data: str | None = None
+    cache: str | None = None  # mask cache folder; default DATA/hbseg-cache
+    loader: str = "dali"
+    device: str = "cpu"
+    arch: str = "unet"
+    encoder: str = "resnet34"
+    weights: str | None = None  # local encoder (or whole-model) weights
+    size: int = 512
+    crop: int | None = None
+    batch_size: int = 8
+    val_batch_size: int | None = None
+    epochs: int = 30
+    stop_after: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
+    loss: str = "bce_dice"
+    fold: int = 0  # validation fold; -1 trains on every fold without validation
+    amp: str = "auto"
+    val_every: int = 1
+    val_full_res: bool = False
+    workers: int = 2  # DALI CPU threads or DataLoader workers (0: load in the main process)
+    seed: int = 0
+    compile: bool = False
+    grad_clip: float | None = 1.0  # max gradient norm; None or 0 turns clipping off
+    channels_last: bool = True
+    deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are already)
+    log_every: int = 10  # steps between loss read-backs (progress bar and NaN check)
+    progress: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        if self.loader not in LOADERS:
+            bad(f"unknown loader {self.loader!r}. Valid: {', '.join(LOADERS)}")
+        if self.amp not in AMP_MODES:
+            bad(f"unknown amp mode {self.amp!r}. Valid: {', '.join(AMP_MODES)}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            bad(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.size < 16:
+            bad(f"--size must be at least 16, got {self.size}")
+        if self.crop is not None and self.crop < 16:
+            bad(f"--crop must be at least 16, got {self.crop}")
+        if self.workers < 0:
+            bad(f"--workers must not be negative, got {self.workers}")
+        for name in ("batch_size", "epochs", "val_every", "log_every"):
+            if getattr(self, name) < 1:
+                bad(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.val_batch_size is not None and self.val_batch_size < 1:
+            bad(f"--val-batch-size must be at least 1, got {self.val_batch_size}")
+        if self.stop_after is not None and not 1 <= self.stop_after:
+            bad(f"--stop-after must be at least 1, got {self.stop_after}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            bad("--lr must be positive; --weight-decay and --warmup-epochs not negative")
+        if not 0 <= self.min_lr_ratio <= 1:
+            bad(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.fold < -1:
+            bad(f"--fold must be a fold number or -1 (no validation), got {self.fold}")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            bad(f"--grad-clip must not be negative, got {self.grad_clip}")
+        if self.device == "cpu" and self.loader == "dali-cache":
+            bad("--loader dali-cache keeps decoded images in GPU memory and needs --device cuda; "
+                "use --loader dali or torch on CPU")
+        if self.device == "cpu" and self.amp in ("bf16", "fp16"):
+            bad(f"--amp {self.amp} needs --device cuda; on CPU use --amp off (or auto)")
+        from .losses import get_loss
+
+        get_loss(self.loss)  # unknown → ConfigError listing the valid ones
+        if self.data is None:
+            bad("--data ROOT is required")
+
+    # -- loaders --------------------------------------------------------------------
+    def loader_config(self, mode: str, shard_id: int = 0, num_shards: int = 1) -> LoaderConfig:
+        """The LoaderConfig of the training (random crop, augmentation) or eval side."""
+        if mode == "train":
+            return LoaderConfig(
+                size=self.size, crop=self.crop, batch_size=self.batch_size,
+                num_threads=self.workers, seed=self.seed, shard_id=shard_id,
+                num_shards=num_shards, augment=self.augment, normalize=self.normalize,
+            )
+        if mode == "eval":
+            # CLAHE is part of the input's definition and stays; nothing random does
+            augment = replace(self.augment, ssr_p=0.0, hflip_p=0.0, brightness_contrast_p=0.0)
+            return LoaderConfig(
+                size=self.size, crop=None, batch_size=self.val_batch_size or self.batch_size,
+                num_threads=self.workers, seed=self.seed, shard_id=shard_id,
+                num_shards=num_shards, full_res_mask=self.val_full_res, augment=augment,
+                normalize=self.normalize,
+            )
+        raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+
+    # -- (de)serialisation ----------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"]["clahe_tile_grid"] = list(self.augment.clahe_tile_grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+        if isinstance(d.get("augment"), dict):
+            aug = dict(d["augment"])
+            if "clahe_tile_grid" in aug:
+                aug["clahe_tile_grid"] = tuple(aug["clahe_tile_grid"])
+            d["augment"] = AugmentConfig(**aug)
+        if isinstance(d.get("normalize"), dict):
+            d["normalize"] = NormalizeConfig(**d["normalize"])
+        return cls(**d)
+
+    def replace(self, **changes) -> TrainConfig:
+        return replace(self, **changes)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (``.yaml``/``.yml``) or JSON, atomically."""
+    from hbseg.atomic import atomic_write_text
+
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    else:
+        text = json.dumps(cfg.to_dict(), indent=2) + "\n"
+    atomic_write_text(path, text)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("run config not found", path) from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            d = yaml.safe_load(text)
+        else:
+            d = json.loads(text)
+    except ValueError as e:  # yaml.YAMLError is not a ValueError; caught below
+        raise ConfigError(f"unreadable config ({e})", path) from None
+    except Exception as e:  # noqa: BLE001 - yaml's own error types
+        raise ConfigError(f"unreadable config ({type(e).__name__}: {e})", path) from None
+    if not isinstance(d, dict):
+        raise ConfigError("config is not a mapping", path)
+    try:
+        return TrainConfig.from_dict(d)
+    except TypeError as e:
+        raise ConfigError(f"invalid config ({e})", path) from None

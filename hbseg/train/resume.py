@@ -1,0 +1,125 @@
+"""Exact resume: everything a run needs to continue as if it had never stopped.
+
+``last.pt`` holds, next to the model: optimizer, scheduler and grad-scaler state, the
+number of finished epochs, the best metric so far, the RNG states of torch (CPU and
+CUDA), numpy and Python for every rank, and the resolved config. Loaders are seeded by
+(seed, epoch) through ``set_epoch``, so epoch ``e`` reads the same batches with the same
+augmentation whether or not the run stopped before it. On CPU an interrupted and resumed
+run therefore ends with the metrics of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hbseg.errors import ConfigError
+
+from .config import TrainConfig
+
+__all__ = [
+    "RESUMABLE", "get_rng_state", "set_rng_state", "resume_config", "restore_training_state",
+    "truncate_metrics",
+]
+
+# What may differ from the saved config on --resume: nothing that changes the model, the
+# data, or the optimisation. A different --epochs re-plans the cosine from here on (the
+# exact-resume guarantee holds when it is unchanged).
+RESUMABLE = frozenset({
+    "epochs", "stop_after", "val_every", "val_full_res", "val_batch_size", "workers",
+    "progress", "log_every", "data", "cache", "device", "compile",
+})
+
+
+def get_rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        saved = state["cuda"]
+        if len(saved) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(saved)
+
+
+def resume_config(saved: TrainConfig, given: dict) -> TrainConfig:
+    """The saved config with the options given again on the command line applied.
+
+    ``given`` holds only options the user typed. One that may not change on resume and
+    differs from the saved value is a ConfigError naming it; ``stop_after`` is cleared
+    unless given (the interruption it caused is over).
+    """
+    names = {f.name for f in fields(TrainConfig)}
+    changed = {k: v for k, v in given.items() if k in names and getattr(saved, k) != v}
+    fixed = sorted(k for k in changed if k not in RESUMABLE and k != "out")
+    if fixed:
+        parts = [f"--{k.replace('_', '-')} (run has {getattr(saved, k)!r}, given {changed[k]!r})"
+                 for k in fixed]
+        raise ConfigError(
+            "cannot change on --resume: " + "; ".join(parts)
+            + ". Resume with the same settings, or start a new run with --out"
+        )
+    changed.pop("out", None)
+    changed.setdefault("stop_after", None)
+    return saved.replace(**changed)
+
+
+def restore_training_state(
+    ckpt: dict, optimizer, scheduler, scaler, rank: int, world_size: int
+) -> tuple[int, dict | None]:
+    """Load optimizer/scheduler/scaler; returns (finished epochs, this rank's RNG state)."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    sched = dict(ckpt["scheduler"])
+    # the schedule's shape (warmup, total steps) comes from the config, not the file
+    sched["lr_lambdas"] = [None] * len(sched.get("lr_lambdas") or [None])
+    scheduler.load_state_dict(sched)
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    rngs = ckpt.get("rng") or []
+    rng = rngs[rank] if len(rngs) == world_size else None
+    return int(ckpt["epoch"]), rng
+
+
+def truncate_metrics(path: Path, epochs_done: int) -> list[dict]:
+    """Keep the metrics lines of finished epochs (a line may have been written for an
+    epoch whose checkpoint was not); returns the records kept."""
+    if not path.is_file():
+        return []
+    kept, lines = [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if rec.get("epoch", 0) <= epochs_done:
+            kept.append(rec)
+            lines.append(line)
+    from hbseg.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(f"{x}\n" for x in lines))
+    return kept
+
+
+def check_resumable(run_dir: Path) -> Path:
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        raise ConfigError("nothing to resume: no last.pt here (the run never finished an epoch)",
+                          run_dir)
+    return last

@@ -1,0 +1,385 @@
+"""``train(cfg)``: index → folds → loaders → model → epochs → metrics and checkpoints.
+
+Run folder (``cfg.out``; only rank 0 writes):
+
+    config.yaml     the resolved TrainConfig
+    metrics.jsonl   one line per epoch: loss, lr, per-class and mean Dice, timing
+    last.pt         model + everything needed to resume exactly (written every epoch)
+    best.pt         the model at the best validation mean Dice (no optimizer state)
+    curves.png      loss and Dice curves, drawn at the end
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from hbseg.data.classes import CLASSES, NUM_CLASSES
+from hbseg.errors import ConfigError
+from hbseg.models import ModelCard, create_model, read_checkpoint, save_checkpoint
+
+from . import ddp
+from .amp import resolve_amp
+from .config import CONFIG_NAME, TrainConfig, save_config
+from .loop import NonFiniteLossError, StepSettings, train_one_epoch, validate
+from .losses import get_loss
+from .resume import (
+    check_resumable,
+    get_rng_state,
+    restore_training_state,
+    set_rng_state,
+    truncate_metrics,
+)
+from .schedule import build_scheduler
+
+__all__ = ["train", "prepare_index", "split_folds", "check_against_index", "model_card",
+           "make_loader", "RUN_FILES"]
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
+
+
+# -- data ---------------------------------------------------------------------------------
+def prepare_index(cfg: TrainConfig, main: bool = True) -> pd.DataFrame:
+    """The mask-cache index for ``cfg.data``; the cache is built first if it is missing
+    (by rank 0 only; the other ranks wait and get rank 0's error if it fails)."""
+    from hbseg.data import build_cache, default_cache_dir, load_cache_index
+
+    cache_dir = Path(cfg.cache) if cfg.cache else default_cache_dir(cfg.data)
+    if not (cache_dir / "index.csv").is_file():
+        err = None
+        if main:
+            try:
+                print(f"building the mask cache in {cache_dir}", file=sys.stderr)
+                build_cache(cfg.data, cache_dir, workers=max(1, cfg.workers), progress=cfg.progress)
+            except Exception as e:  # noqa: BLE001 - forwarded to every rank
+                err = e
+        err = ddp.broadcast_object(err)
+        if err is not None:
+            raise err
+    return load_cache_index(cache_dir)
+
+
+def split_folds(index: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(train, val): the rows of ``fold`` validate; ``fold == -1`` trains on everything."""
+    if fold == -1:
+        return index.reset_index(drop=True), None
+    present = sorted(int(f) for f in index["fold"].unique())
+    if fold not in present:
+        raise ConfigError(f"--fold {fold} has no images in this data set; folds present: "
+                          f"{', '.join(map(str, present))} (or -1 to train on all)")
+    val = index[index["fold"] == fold].reset_index(drop=True)
+    train = index[index["fold"] != fold].reset_index(drop=True)
+    if train.empty:
+        raise ConfigError(f"every image is in fold {fold}; nothing is left to train on")
+    return train, val
+
+
+def check_against_index(cfg: TrainConfig, index: pd.DataFrame) -> None:
+    """Settings that depend on the data: a crop must fit inside every image."""
+    if cfg.crop is not None:
+        side = index[["height", "width"]].min(axis=1)
+        i = int(side.idxmin())
+        if cfg.crop > int(side[i]):
+            row = index.loc[i]
+            raise ConfigError(
+                f"--crop {cfg.crop} is larger than the smallest image ({row['image_name']}: "
+                f"{row['height']}x{row['width']}); use --crop {int(side[i])} or less"
+            )
+
+
+def make_loader(kind: str, index: pd.DataFrame, lcfg, mode: str, device: str):
+    """The loader factory (a seam tests replace with a fake back-end)."""
+    from hbseg.dali_pipes.factory import build_loader
+
+    return build_loader(kind, index, lcfg, mode=mode, device=device)
+
+
+# -- model --------------------------------------------------------------------------------
+def model_card(cfg: TrainConfig) -> ModelCard:
+    a, n = cfg.augment, cfg.normalize
+    return ModelCard(
+        arch=cfg.arch, encoder=cfg.encoder, in_channels=1, classes=NUM_CLASSES,
+        class_names=CLASSES, normalize={"mean": n.mean, "std": n.std},
+        clahe={"p": a.clahe_p, "clip_limit": a.clahe_clip_limit,
+               "tile_grid": list(a.clahe_tile_grid)},
+        size=cfg.size, crop=cfg.crop,
+    )
+
+
+def _check_size(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    if not getattr(model, "requires_divisible_input_shape", True):
+        return
+    stride = getattr(getattr(model, "encoder", None), "output_stride", 32)
+    if cfg.size % stride:
+        lo, hi = cfg.size // stride * stride, (cfg.size // stride + 1) * stride
+        raise ConfigError(f"--size {cfg.size} must be a multiple of {stride} for "
+                          f"{cfg.arch}/{cfg.encoder}; try {lo or hi} or {hi}")
+
+
+def _unused_parameters(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> list[str]:
+    """Parameters one forward/backward leaves without a gradient (pspnet's unused encoder
+    stages, a ViT's classifier head). DDP must be told about them, or it waits for their
+    gradients forever. Eval mode, so BatchNorm statistics are not touched."""
+    model.eval()
+    x = torch.zeros(1, 1, cfg.size, cfg.size, device=device)
+    model(x).float().sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    model.train()
+    return unused
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights of convolutions and linear layers; none on biases or norms."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+# -- the run ------------------------------------------------------------------------------
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    index: pd.DataFrame | None = None,
+) -> dict:
+    """Train as ``cfg`` says; returns a summary (best and last metrics, epochs, seconds).
+
+    ``resume`` continues the run in ``cfg.out`` from its last.pt (``cfg`` should be the
+    saved config, see ``resume.resume_config``). Under torchrun every rank calls this.
+    """
+    info = ddp.init_distributed(cfg.device)
+    started_group = info.distributed
+    try:
+        return _Run(cfg, info, resume, overwrite, index).fit()
+    finally:
+        if started_group:
+            ddp.cleanup_distributed()
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, info: ddp.DistInfo, resume: bool, overwrite: bool,
+                 index: pd.DataFrame | None):
+        self.cfg, self.info, self.resume = cfg, info, resume
+        self.out = Path(cfg.out)
+        self.device = torch.device(info.device)
+        self.main = info.is_main
+        if resume:
+            check_resumable(self.out)
+        # the data, and what depends on it
+        index = prepare_index(cfg, self.main) if index is None else index
+        check_against_index(cfg, index)
+        self.train_index, self.val_index = split_folds(index, cfg.fold)
+        self.amp = resolve_amp(cfg.amp, self.device)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        # the model: the same seed on every rank (DDP also broadcasts rank 0's weights)
+        torch.manual_seed(cfg.seed)
+        raw = create_model(cfg.arch, cfg.encoder, 1, NUM_CLASSES, weights=cfg.weights)
+        _check_size(raw, cfg)
+        raw = raw.to(self.device)
+        if cfg.channels_last:
+            raw = raw.to(memory_format=torch.channels_last)
+        self.raw = raw
+        self.card = model_card(cfg)
+        self.loss_fn = get_loss(cfg.loss)
+        # loaders: one shard per rank
+        dev = "cuda" if self.device.type == "cuda" else "cpu"
+        W, R = info.world_size, info.rank
+        self.train_loader = make_loader(cfg.loader, self.train_index,
+                                        cfg.loader_config("train", R, W), "train", dev)
+        self.val_loader = None
+        if self.val_index is not None:
+            self.val_loader = make_loader(cfg.loader, self.val_index,
+                                          cfg.loader_config("eval", R, W), "eval", dev)
+        from hbseg.dali_pipes.loader_base import num_batches
+
+        smallest = num_batches(len(self.train_index), cfg.batch_size, W - 1, W)
+        self.steps = min(len(self.train_loader), smallest)  # DDP lockstep, see ddp.py
+        if self.steps < 1:
+            raise ConfigError(f"{len(self.train_index)} training images cannot feed {W} ranks")
+        # optimisation
+        self.optimizer = torch.optim.AdamW(_param_groups(raw, cfg.weight_decay), lr=cfg.lr)
+        self.scheduler = build_scheduler(self.optimizer, self.steps, cfg.epochs,
+                                         cfg.warmup_epochs, cfg.min_lr_ratio)
+        self.scaler = self.amp.grad_scaler()
+        model = raw
+        if info.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            unused = _unused_parameters(raw, cfg, self.device)
+            model = DistributedDataParallel(raw, device_ids=ids,
+                                            find_unused_parameters=bool(unused))
+        self.eval_model = raw
+        if cfg.compile:
+            model = torch.compile(model)
+            self.eval_model = torch.compile(raw)
+        self.model = model
+        self.settings = StepSettings(self.amp, cfg.grad_clip or None, cfg.channels_last,
+                                     cfg.log_every, cfg.progress and self.main)
+        if not resume:  # last: a run that cannot start leaves an older run untouched
+            self._claim_run_dir(overwrite)
+
+    # -- run folder -------------------------------------------------------------------
+    def _claim_run_dir(self, overwrite: bool) -> None:
+        err = None
+        if self.main:
+            existing = [n for n in RUN_FILES if (self.out / n).exists()]
+            if existing and not overwrite:
+                err = ConfigError(
+                    f"already holds a run ({', '.join(existing)}); continue it with "
+                    f"--resume {self.out}, or pass --overwrite, or choose another --out",
+                    self.out)
+            else:
+                try:
+                    self.out.mkdir(parents=True, exist_ok=True)
+                    for n in existing:
+                        (self.out / n).unlink()
+                except OSError as e:
+                    err = e
+        err = ddp.broadcast_object(err)
+        if err is not None:
+            raise err
+
+    def _state(self, epoch: int, record: dict) -> dict:
+        rngs = ddp.gather_objects(get_rng_state())  # collective: every rank calls it
+        return {
+            "epoch": epoch,
+            "best_metric": self.best,
+            "best_epoch": self.best_epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rngs,
+            "world_size": self.info.world_size,
+            "config": self.cfg.to_dict(),
+            "metrics": record,
+        }
+
+    # -- the epochs -------------------------------------------------------------------
+    def fit(self) -> dict:
+        from .plot import plot_curves  # imported up front: a long run must not fail at the end
+
+        cfg, out = self.cfg, self.out
+        self.best, self.best_epoch = float("-inf"), 0
+        start_epoch = 0
+        records: list[dict] = []
+        if self.resume:
+            ckpt = read_checkpoint(out / "last.pt")
+            self.raw.load_state_dict(ckpt["state_dict"])
+            start_epoch, rng = restore_training_state(
+                ckpt, self.optimizer, self.scheduler, self.scaler, self.info.rank,
+                self.info.world_size)
+            self.best = ckpt.get("best_metric", self.best)
+            self.best_epoch = ckpt.get("best_epoch", 0)
+            if rng is not None:
+                set_rng_state(rng)
+            del ckpt
+            if self.main:
+                records = truncate_metrics(out / "metrics.jsonl", start_epoch)
+        if self.main:
+            save_config(cfg, out / CONFIG_NAME)
+        end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="epochs", unit="ep",
+                   disable=not self.settings.progress, dynamic_ncols=True)
+        t_run = time.perf_counter()
+        try:
+            for epoch in range(start_epoch, end_epoch):
+                record = self._epoch(epoch)
+                records.append(record)
+                bar.update()
+                bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                dice="-" if record["mean_dice"] is None else f"{record['mean_dice']:.4f}",
+                                img_s=f"{record['images_per_s']:.1f}")
+                if self.main:
+                    tqdm.write(_epoch_line(record, cfg.epochs), file=sys.stderr)
+        finally:
+            bar.close()
+        if self.main and records:
+            plot_curves(records, out / "curves.png",
+                        title=f"{cfg.arch}/{cfg.encoder} {cfg.size}px fold {cfg.fold}")
+        last = records[-1] if records else None
+        return {
+            "run_dir": str(out),
+            "epochs_done": end_epoch,
+            "finished": end_epoch >= cfg.epochs,
+            "best_mean_dice": None if self.best == float("-inf") else self.best,
+            "best_epoch": self.best_epoch,
+            "last": last,
+            "seconds": time.perf_counter() - t_run,
+        }
+
+    def _epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.train_loader.set_epoch(epoch)
+        try:
+            stats = train_one_epoch(
+                self.model, self.train_loader, self.loss_fn, self.optimizer, self.scheduler,
+                self.scaler, self.settings, self.device, self.steps,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        except NonFiniteLossError as e:
+            good = self.out / "last.pt"
+            kept = (f"the last good checkpoint is {good} ({epoch} epochs done)" if epoch
+                    else "no checkpoint was written")
+            raise NonFiniteLossError(
+                f"{e.problem}; training stopped and {kept}. Try a lower --lr, --grad-clip, "
+                f"or --amp off") from None
+        val = None
+        done = epoch + 1
+        if self.val_loader is not None and (done % cfg.val_every == 0 or done == cfg.epochs):
+            self.val_loader.set_epoch(epoch)
+            val = validate(self.eval_model, self.val_loader, self.loss_fn, self.settings,
+                           self.device, NUM_CLASSES, desc=f"val {done}/{cfg.epochs}")
+        record = {
+            "epoch": done,
+            "loss": stats["loss"],
+            "lr": stats["lr"],
+            "val_loss": val["val_loss"] if val else None,
+            "mean_dice": val["mean_dice"] if val else None,
+            "dice": dict(zip(CLASSES, val["dice"], strict=True)) if val else None,
+            "epoch_seconds": time.perf_counter() - t0,
+            "train_seconds": stats["seconds"],
+            "val_seconds": val["val_seconds"] if val else None,
+            "images": stats["images"],
+            "images_per_s": stats["images_per_s"],
+            "data_wait_fraction": stats["data_wait_fraction"],
+            "amp": self.amp.name,
+            "world_size": self.info.world_size,
+        }
+        improved = val is not None and val["mean_dice"] > self.best
+        if improved:
+            self.best, self.best_epoch = val["mean_dice"], done
+        state = self._state(done, record)  # collective; the metrics line goes first, so
+        if self.main:  # a kill between the two leaves a line that resume drops
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if improved or self.val_loader is None:
+                save_checkpoint(self.out / "best.pt", self.raw, self.card, epoch=done,
+                                metrics=record, config=cfg.to_dict())
+            save_checkpoint(self.out / "last.pt", self.raw, self.card, **state)
+        ddp.barrier()
+        return record
+
+
+def _epoch_line(r: dict, epochs: int) -> str:
+    dice = "" if r["mean_dice"] is None else f"  dice {r['mean_dice']:.4f}"
+    return (f"epoch {r['epoch']}/{epochs}  loss {r['loss']:.4f}{dice}  lr {r['lr']:.2e}  "
+            f"{r['images_per_s']:.1f} img/s  wait {100 * r['data_wait_fraction']:.0f}%  "
+            f"{r['epoch_seconds']:.1f}s")
