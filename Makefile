@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/hbseg-data synth $(DEMO)/data --ids $(DEMO_IDS) --size $(DEMO_SIZE) --test-ids 1 --seed 0 --overwrite
 	$(VENV)/bin/hbseg-data cache $(DEMO)/data
 	$(VENV)/bin/hbseg-train --data $(DEMO)/data --loader dali --device cpu --arch unet --encoder resnet18 \
-		--size $(DEMO_SIZE) --batch-size 4 --epochs 3 --workers 2 --out $(DEMO)/run
+		--size $(DEMO_SIZE) --batch-size 4 --epochs 3 --workers 2 --out $(DEMO)/run --overwrite
 	$(VENV)/bin/hbseg-infer --checkpoint $(DEMO)/run/best.pt --data $(DEMO)/data/test \
 		--out $(DEMO)/submission.csv --overlays $(DEMO)/overlays
 	@echo "demo done: see $(DEMO)/run (metrics, curves), $(DEMO)/submission.csv, $(DEMO)/overlays"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
 import tempfile
@@ -31,13 +32,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _remove_leftovers(path)
     except OSError as e:
         if e.errno in _DISK_FULL or e.filename in (str(tmp), tmp):
-            raise _write_error(e, path, "could not write") from None
-        raise
-    except RuntimeError as e:
-        # torch.save reports a full disk as a RuntimeError from its zip writer
-        if "write" in str(e).lower() and not path.exists():
             raise _write_error(e, path, "could not write") from None
         raise
     finally:
@@ -62,12 +59,23 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        _remove_leftovers(path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporaries of ``path`` left by a writer that was killed (SIGKILL runs no cleanup);
+    the next successful write of the same path sweeps them away."""
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -42,8 +42,8 @@ def run_cli(command: click.Command) -> None:
     except (HbsegError, OSError, ValueError, RuntimeError) as e:
         if debug:
             raise
-        click.echo(f"error: {_one_line(e)}", err=True)
-        sys.exit(1)
+        click.echo(f"{getattr(e, 'label', 'error')}: {_one_line(e)}", err=True)
+        sys.exit(getattr(e, "exit_code", 1))
     except SystemExit:
         raise
 

@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from hbseg.data import (
-    build_cache, load_cache_index, read_packed_png, read_polygons, unpack_masks,
+    build_cache,
+    load_cache_index,
+    read_packed_png,
+    read_polygons,
+    unpack_masks,
 )
 
 
@@ -61,5 +65,5 @@ def test_parallel_build_matches_serial(tiny_root, tmp_path):
     build_cache(root, cache_dir=tmp_path / "c1", workers=1, progress=False)
     build_cache(root, cache_dir=tmp_path / "c2", workers=2, progress=False)
     a, b = load_cache_index(tmp_path / "c1"), load_cache_index(tmp_path / "c2")
-    for pa, pb in zip(a["mask_path"], b["mask_path"]):
+    for pa, pb in zip(a["mask_path"], b["mask_path"], strict=True):
         np.testing.assert_array_equal(read_packed_png(pa), read_packed_png(pb))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,21 +136,26 @@ def test_soft_vote_of_models_with_different_preprocessing(tiny_root, ckpts, tmp_
         assert np.abs(probs["ab"][name] - expected).mean() < 1e-3
 
 
-def test_loader_backends_agree(tiny_root):
+@pytest.mark.parametrize("size", [64, None])
+def test_loader_backends_agree(tiny_root, size):
     from hbseg.infer.preprocess import PreprocessSpec, dali_available, open_loader
 
     if not dali_available():
         pytest.skip("DALI not installed")
-    paths = list(list_images(tiny_root)["image_path"])
+    real = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-hands"
+    paths = [*list_images(tiny_root)["image_path"], *map(str, sorted(real.glob("*.png"))[:2])]
     spec = PreprocessSpec()
-    dali = open_loader(paths, spec, batch_size=2, device="cpu", size=64, backend="dali")
-    cv = open_loader(paths, spec, batch_size=2, device="cpu", size=64, backend="cv2")
+    dali = open_loader(paths, spec, batch_size=2, device="cpu", size=size, backend="dali")
+    cv = open_loader(paths, spec, batch_size=2, device="cpu", size=size, backend="cv2")
     assert (dali.backend, cv.backend) == ("dali", "cv2")
     for (xd, hwd, nd), (xc, hwc, nc) in zip(dali, cv, strict=True):
         assert nd == nc and hwd == hwc
-        for a, b in zip(xd, xc, strict=True):
-            assert a.shape == b.shape == (1, 1, 64, 64)
-            assert (a - b).abs().mean() < 0.05  # same CLAHE, resize and normalisation
+        for a, b, hw in zip(xd, xc, hwc, strict=True):
+            assert a.shape == b.shape == (1, 1, *((size, size) if size else hw))
+            if size is None:  # same CLAHE (DALI's equals OpenCV's) and normalisation
+                torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+            else:  # and resizes that agree up to rounding
+                assert (a - b).abs().mean() < 0.05
 
 
 def test_real_radiographs_of_odd_sizes(real_hands, ckpts, tmp_path):

@@ -5,7 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hbseg.data import NUM_CLASSES, pack_masks, read_packed_png, unpack_masks, unpack_masks_torch, write_packed_png
+from hbseg.data import (
+    NUM_CLASSES,
+    pack_masks,
+    read_packed_png,
+    unpack_masks,
+    unpack_masks_torch,
+    write_packed_png,
+)
 
 
 @settings(max_examples=40, deadline=None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["AugmentConfig", "NormalizeConfig", "LoaderConfig", "NO_AUGMENT"]
+__all__ = ["AugmentConfig", "NormalizeConfig", "LoaderConfig", "NO_AUGMENT", "clahe_in_eval"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,13 @@ class AugmentConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def clahe_in_eval(train_p: float) -> bool:
+    """Whether eval and inference apply CLAHE for a model trained with CLAHE probability
+    ``train_p``: yes when training showed it most images (p >= 0.5). Every back-end and
+    hbseg-infer use this one rule, so a model is always scored on the input it learnt."""
+    return train_p >= 0.5
 
 
 # Eval and inference: CLAHE stays (it is part of the input's definition), nothing random.

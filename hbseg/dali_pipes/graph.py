@@ -55,13 +55,13 @@ def clahe_for_eval(aug: AugmentConfig) -> AugmentConfig:
     """The deterministic CLAHE that eval and inference use for a training ``aug``.
 
     CLAHE is part of the input's definition: eval applies it when training applied it to
-    every image (``clahe_p == 1``), and never otherwise, as the torch back-end does.
+    most images (``clahe_in_eval``), and never otherwise, as the torch back-end does.
     """
     from dataclasses import replace
 
-    from .config import NO_AUGMENT
+    from .config import NO_AUGMENT, clahe_in_eval
 
-    return replace(NO_AUGMENT, clahe_p=1.0 if aug.clahe_p >= 1.0 else 0.0,
+    return replace(NO_AUGMENT, clahe_p=1.0 if clahe_in_eval(aug.clahe_p) else 0.0,
                    clahe_clip_limit=aug.clahe_clip_limit, clahe_tile_grid=aug.clahe_tile_grid)
 
 

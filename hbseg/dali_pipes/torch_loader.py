@@ -27,7 +27,7 @@ from hbseg.data.images import read_gray_png
 from hbseg.data.masks import read_packed_png, unpack_masks_torch
 from hbseg.errors import ConfigError, DataError
 
-from .config import LoaderConfig
+from .config import LoaderConfig, clahe_in_eval
 from .loader_base import epoch_order, num_batches
 
 __all__ = ["TorchLoader", "EpochSampler", "build_transform", "sample_rngs"]
@@ -212,7 +212,7 @@ def build_transform(cfg: LoaderConfig, mode: str):
     """The albumentations pipeline for one mode, omitting steps whose p is 0.
 
     CLAHE → shift/scale/rotate → (random crop →) resize → flip → brightness/contrast →
-    normalise. Eval keeps only what is deterministic: CLAHE when ``clahe_p == 1``,
+    normalise. Eval keeps only what is deterministic: CLAHE when ``clahe_in_eval(clahe_p)``,
     resize and normalise. Masks are warped nearest-neighbour, borders filled with 0.
     """
     import albumentations as A
@@ -220,7 +220,7 @@ def build_transform(cfg: LoaderConfig, mode: str):
     aug, norm, size = cfg.augment, cfg.normalize, cfg.size
     train = mode == "train"
     steps: list = []
-    clahe_p = aug.clahe_p if train else (1.0 if aug.clahe_p >= 1.0 else 0.0)
+    clahe_p = aug.clahe_p if train else (1.0 if clahe_in_eval(aug.clahe_p) else 0.0)
     if clahe_p > 0:
         steps.append(A.CLAHE(clip_limit=(aug.clahe_clip_limit, aug.clahe_clip_limit),
                              tile_grid_size=tuple(aug.clahe_tile_grid), p=clahe_p))

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from hbseg.atomic import atomic_dir
 from hbseg.errors import DataError
+from hbseg.progress import bar_disabled
 
 from .annotations import read_polygons
 from .classes import CLASSES
@@ -101,17 +102,17 @@ def build_cache(
     cache_dir = Path(cache_dir) if cache_dir is not None else data_root / "hbseg-cache"
     exclude = tuple(exclude)
     df = scan_split(split_dir, labelled=True, exclude=exclude)
-    df["source_stamp"] = [_stamp(i, j) for i, j in zip(df["image_path"], df["json_path"])]
+    df["source_stamp"] = [_stamp(i, j) for i, j in zip(df["image_path"], df["json_path"], strict=True)]
     rel = lambda p: os.path.relpath(p, data_root)  # noqa: E731
     df["image_path"] = df["image_path"].map(rel)
     df["json_path"] = df["json_path"].map(rel)
-    df["mask_path"] = [f"masks/{i}/{Path(n).stem}.png" for i, n in zip(df["id"], df["image_name"])]
+    df["mask_path"] = [f"masks/{i}/{Path(n).stem}.png" for i, n in zip(df["id"], df["image_name"], strict=True)]
 
     old = None if force else _old_index(cache_dir)
     reusable: set[str] = set()
     if old is not None:
-        old_stamps = dict(zip(old["image_path"], old["source_stamp"]))
-        reusable = {p for p, s in zip(df["image_path"], df["source_stamp"]) if old_stamps.get(p) == s}
+        old_stamps = dict(zip(old["image_path"], old["source_stamp"], strict=True))
+        reusable = {p for p, s in zip(df["image_path"], df["source_stamp"], strict=True) if old_stamps.get(p) == s}
         same_rows = set(old["image_path"]) == set(df["image_path"]) and len(reusable) == len(df)
         if same_rows and list(old.columns) == list(df.columns):
             return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": 0, "up_to_date": True}
@@ -126,10 +127,10 @@ def build_cache(
                 shutil.copy2(cache_dir / p, tmp / p)
         jobs = [
             (str(data_root / i), str(data_root / j), str(tmp / m), verify_images)
-            for i, j, m in zip(todo["image_path"], todo["json_path"], todo["mask_path"])
+            for i, j, m in zip(todo["image_path"], todo["json_path"], todo["mask_path"], strict=True)
         ]
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-        bar = tqdm(total=len(jobs), desc="rasterising masks", unit="img", disable=not progress)
+        bar = tqdm(total=len(jobs), desc="rasterising masks", unit="img", disable=bar_disabled(progress))
         if workers == 1:
             for job in jobs:
                 _rasterise_one(job)

@@ -69,9 +69,10 @@ def check(root: Path, split: str, debug: bool) -> None:
     from tqdm.auto import tqdm
 
     from hbseg.data import read_gray_png, read_polygons, resolve_split, scan_split
+    from hbseg.progress import bar_disabled
 
     df = scan_split(resolve_split(root, split), labelled=split == "train", exclude=())
-    for row in tqdm(df.itertuples(), total=len(df), desc="checking", unit="img"):
+    for row in tqdm(df.itertuples(), total=len(df), desc="checking", unit="img", disable=bar_disabled()):
         img = read_gray_png(row.image_path)
         if split == "train":
             read_polygons(row.json_path, img.shape[1], img.shape[0])

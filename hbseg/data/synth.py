@@ -31,6 +31,7 @@ import numpy as np
 
 from hbseg.atomic import atomic_path, check_writable_dir
 from hbseg.errors import ConfigError, DataError
+from hbseg.progress import bar_disabled
 
 from .classes import CLASSES
 from .layout import IMAGE_DIR, JSON_DIR
@@ -670,7 +671,7 @@ def generate_dataset(
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     t0 = time.perf_counter()
-    with tqdm(total=len(tasks), desc="synthetic hands", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(tasks), desc="synthetic hands", unit="img", disable=bar_disabled(progress)) as bar:
         if workers == 1:
             for t in tasks:
                 _make_one(t)

@@ -20,6 +20,7 @@ import numpy as np
 from hbseg.atomic import atomic_path
 from hbseg.data.classes import CLASSES
 from hbseg.errors import DataError
+from hbseg.progress import bar_disabled
 
 from .rle import RLEError, decode_rle, parse_rle
 
@@ -74,7 +75,7 @@ def write_submission(
     from tqdm.auto import tqdm
 
     with SubmissionWriter(path, class_names) as w:
-        for name, rles in tqdm(items, desc="writing CSV", unit="img", disable=not progress):
+        for name, rles in tqdm(items, desc="writing CSV", unit="img", disable=bar_disabled(progress)):
             w.write(name, rles)
     return w.images
 

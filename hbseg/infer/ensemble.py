@@ -18,6 +18,7 @@ import torch
 
 from hbseg.data.classes import CLASSES
 from hbseg.errors import ConfigError, DataError
+from hbseg.progress import bar_disabled
 
 from .config import EnsembleConfig, config_path, save_config
 from .csv_io import Submission, SubmissionWriter, read_submission
@@ -69,7 +70,7 @@ def hard_vote(cfg: EnsembleConfig) -> dict:
     k = cfg.votes_needed
     min_sizes = resolve_min_sizes(cfg.min_size, CLASSES)
     with SubmissionWriter(cfg.out, CLASSES) as w:
-        for name in tqdm(names, desc="voting", unit="img", disable=not cfg.progress):
+        for name in tqdm(names, desc="voting", unit="img", disable=bar_disabled(cfg.progress)):
             h, wd = sizes[name]
             votes = np.zeros((len(CLASSES), h, wd), dtype=np.uint8)
             for s in subs:
@@ -129,7 +130,7 @@ def soft_vote(cfg: EnsembleConfig, device: str = "cpu") -> dict:
     thresholds = resolve_thresholds(thr, class_names, default=cfg.threshold)
     min_sizes = resolve_min_sizes(cfg.min_size, class_names)
     with SubmissionWriter(cfg.out, class_names) as w:
-        for name in tqdm(names, desc="soft voting", unit="img", disable=not cfg.progress):
+        for name in tqdm(names, desc="soft voting", unit="img", disable=bar_disabled(cfg.progress)):
             acc = None
             for f, d, wt in zip(folders, docs, weights, strict=True):
                 entry = d["images"][name]

@@ -19,6 +19,7 @@ import numpy as np
 from hbseg.atomic import atomic_write_text
 from hbseg.data.layout import resolve_split, scan_split
 from hbseg.errors import DataError
+from hbseg.progress import bar_disabled
 
 from .config import EvalConfig
 from .csv_io import Submission, read_submission
@@ -89,7 +90,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                          {r.image_name: sub.lines[r.image_name]})
         jobs.append((one, r.image_name, int(r.height), int(r.width), r.json_path))
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc="scoring", unit="img", disable=not cfg.progress)
+    bar = tqdm(total=len(jobs), desc="scoring", unit="img", disable=bar_disabled(cfg.progress))
     scores = []
     if workers == 1:
         for job in jobs:

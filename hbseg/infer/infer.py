@@ -16,6 +16,7 @@ from hbseg.atomic import atomic_path, atomic_write_text, check_writable_dir
 from hbseg.data.images import png_header
 from hbseg.data.layout import IMAGE_DIR, JSON_DIR, resolve_split, scan_split
 from hbseg.errors import DataError
+from hbseg.progress import bar_disabled
 
 from .config import InferConfig, config_path, save_config
 from .csv_io import SubmissionWriter
@@ -126,7 +127,7 @@ def run_inference(cfg: InferConfig) -> dict:
     probs_index: dict[str, dict] = {}
     dices: list[float] = []
     sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
-    bar = tqdm(total=len(df), desc="predicting", unit="img", disable=not cfg.progress)
+    bar = tqdm(total=len(df), desc="predicting", unit="img", disable=bar_disabled(cfg.progress))
     start = time.perf_counter()
     # Formatting RLE text and writing rows runs in a thread, one image behind the device.
     with SubmissionWriter(out, predictor.class_names) as writer, ThreadPoolExecutor(1) as rows_pool:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hbseg.dali_pipes.config import clahe_in_eval
 from hbseg.data.images import read_gray_png
 from hbseg.errors import ConfigError
 
@@ -49,7 +50,7 @@ class PreprocessSpec:
         did for most images (``p >= 0.5``), like the DALI eval graph (``clahe_for_eval``)."""
         c, n = dict(card.clahe or {}), dict(card.normalize or {})
         return cls(
-            clahe=float(c.get("p", 1.0)) >= 0.5,
+            clahe=clahe_in_eval(float(c.get("p", 1.0))),
             clip_limit=float(c.get("clip_limit", 2.0)),
             tile_grid=tuple(int(t) for t in c.get("tile_grid", (8, 8))),
             mean=float(n.get("mean", 0.485)),

@@ -7,6 +7,7 @@ caller adds (optimizer, scheduler, scaler, epoch, rng, metrics, config).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -37,8 +38,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard, *
         "state_dict": _unwrap(model).state_dict(),
         **state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # serialise in memory first: torch's zip writer reports a full disk as an opaque
+    # RuntimeError, a plain file write as OSError(ENOSPC), which atomic_path explains
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -49,7 +54,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - truncated zips raise many different types
-        raise CheckpointError(f"unreadable or truncated checkpoint ({type(e).__name__}: {e})", path) from None
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"unreadable or truncated checkpoint ({first[:160]})", path) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError("not an hbseg checkpoint (no 'format: hbseg-checkpoint' key)", path)
     if ckpt.get("version") != CHECKPOINT_VERSION:
@@ -64,11 +70,16 @@ def load_model(
     ckpt = ckpt if ckpt is not None else read_checkpoint(path)
     card = ModelCard.from_dict(ckpt["card"])
     model = create_model(card.arch, card.encoder, card.in_channels, card.classes, **card.model_kwargs)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+    state = ckpt["state_dict"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or reshaped:
+        example = (missing or unexpected or reshaped)[0]
         raise CheckpointError(
-            f"weights do not fit a {card.arch}/{card.encoder} model ({first[:200]})", path
-        ) from None
+            f"weights do not fit a {card.arch}/{card.encoder} model ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(reshaped)} mis-shaped tensors, e.g. {example!r}); "
+            "the checkpoint's card and its weights come from different models", path)
+    model.load_state_dict(state)
     return model.to(device).eval(), card

@@ -79,6 +79,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def any_true(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any (e.g. a Ctrl-C seen by one rank)."""
+    if not _active():
+        return bool(flag)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # nccl reduces device tensors only
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
 def barrier() -> None:
     if _active():
         dist.barrier()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from hbseg.errors import HbsegError
+from hbseg.progress import bar_disabled
 
 from .amp import AmpSettings
 from .ddp import all_reduce_sum
@@ -48,7 +49,7 @@ def _prepare(image: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def _bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=not enabled,
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=bar_disabled(enabled),
                 dynamic_ncols=True)
 
 

@@ -23,10 +23,12 @@ import torch
 from hbseg.data.classes import CLASSES, NUM_CLASSES
 from hbseg.errors import ConfigError
 from hbseg.models import ModelCard, create_model, read_checkpoint, save_checkpoint
+from hbseg.progress import bar_disabled
 
 from . import ddp
 from .amp import resolve_amp
 from .config import CONFIG_NAME, TrainConfig, save_config
+from .interrupt import TrainingInterrupted, graceful_sigint
 from .loop import NonFiniteLossError, StepSettings, train_one_epoch, validate
 from .losses import get_loss
 from .resume import (
@@ -297,23 +299,45 @@ class _Run:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="epochs", unit="ep",
-                   disable=not self.settings.progress, dynamic_ncols=True)
+                   disable=bar_disabled(self.settings.progress), dynamic_ncols=True)
         t_run = time.perf_counter()
+        stopped_at = None
         try:
-            for epoch in range(start_epoch, end_epoch):
-                record = self._epoch(epoch)
-                records.append(record)
-                bar.update()
-                bar.set_postfix(loss=f"{record['loss']:.4f}",
-                                dice="-" if record["mean_dice"] is None else f"{record['mean_dice']:.4f}",
-                                img_s=f"{record['images_per_s']:.1f}")
-                if self.main:
-                    tqdm.write(_epoch_line(record, cfg.epochs), file=sys.stderr)
+            with graceful_sigint(announce=self.main) as stop:
+                for epoch in range(start_epoch, end_epoch):
+                    record = self._epoch(epoch)
+                    records.append(record)
+                    self._report(bar, record, tqdm)
+                    # every rank must agree, or the ones that go on wait forever
+                    if ddp.any_true(stop.requested) and epoch + 1 < end_epoch:
+                        stopped_at = epoch + 1
+                        break
+        except KeyboardInterrupt:
+            done = start_epoch + len(records)
+            raise TrainingInterrupted(
+                f"interrupted during epoch {done + 1}; last.pt holds epoch {done}. "
+                f"Continue with: hbseg-train --resume {out}", out / "last.pt") from None
         finally:
             bar.close()
         if self.main and records:
             plot_curves(records, out / "curves.png",
                         title=f"{cfg.arch}/{cfg.encoder} {cfg.size}px fold {cfg.fold}")
+        if stopped_at is not None:
+            raise TrainingInterrupted(
+                f"stopped by Ctrl-C after epoch {stopped_at}, saved. "
+                f"Continue with: hbseg-train --resume {out}", out / "last.pt")
+        return self._summary(records, end_epoch, t_run)
+
+    def _report(self, bar, record: dict, tqdm) -> None:
+        bar.update()
+        bar.set_postfix(loss=f"{record['loss']:.4f}",
+                        dice="-" if record["mean_dice"] is None else f"{record['mean_dice']:.4f}",
+                        img_s=f"{record['images_per_s']:.1f}")
+        if self.main:
+            tqdm.write(_epoch_line(record, self.cfg.epochs), file=sys.stderr)
+
+    def _summary(self, records: list[dict], end_epoch: int, t_run: float) -> dict:
+        cfg, out = self.cfg, self.out
         last = records[-1] if records else None
         return {
             "run_dir": str(out),
