@@ -29,7 +29,8 @@ from hbseg.data.classes import CLASS_TO_INDEX, CLASSES
 from hbseg.errors import DataError
 
 from .config import LoaderConfig
-from .torch_loader import LoaderBase, SampleFailure, check_index, check_mode, guard
+from .loader_base import check_index
+from .torch_loader import LoaderBase, SampleFailure, check_mode, guard
 
 __all__ = ["BaselineLoader"]
 

@@ -26,7 +26,6 @@ from hbseg.errors import ConfigError
 from .config import LoaderConfig
 from .dali_loader import (
     DaliLoader,
-    check_index,
     check_mode,
     convert_pair,
     pipeline_seed,
@@ -34,6 +33,7 @@ from .dali_loader import (
     run_batch,
     to_torch,
 )
+from .loader_base import EpochIterator, check_index
 from .sources import CachedArraySource, EncodedFileSource
 
 __all__ = ["DaliCacheLoader", "CacheTooLargeError", "cache_bytes", "dali_cache_or_fallback"]
@@ -83,7 +83,7 @@ def check_fits(need: int, n: int, dali_device: str, device_id: int | None,
             "(decodes every epoch, needs no cache), fewer images, or a larger GPU")
 
 
-class DaliCacheLoader:
+class DaliCacheLoader(EpochIterator):
     """The ``dali-cache`` back-end, implementing the ``Loader`` protocol like ``DaliLoader``
     (same ``epoch_order``, same graph, same outputs), after one decode of the whole index.
 
@@ -154,22 +154,6 @@ class DaliCacheLoader:
                                         aug=c.augment, norm=c.normalize, **rt)
         return cache_eval_pipeline(source, device=self._dali_device, size=c.size, aug=c.augment,
                                    norm=c.normalize, full_res_mask=c.full_res_mask, **rt)
-
-    def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def reset(self) -> None:
-        if self._active is not None:
-            self._active.close()
-            self._active = None
-
-    def __iter__(self) -> Iterator:
-        self.reset()
-        self._active = self._epoch(self.epoch)
-        return self._active
 
     def _epoch(self, epoch: int) -> Iterator:
         source = self._source(epoch)

@@ -17,6 +17,7 @@ import pandas as pd
 from hbseg.errors import ConfigError, DataError
 
 from .config import LoaderConfig
+from .loader_base import EpochIterator, check_index
 from .sources import EncodedFileSource
 
 __all__ = ["DaliLoader", "require_dali", "resolve_device", "pipeline_seed", "to_torch", "convert_pair", "run_batch"]
@@ -135,15 +136,6 @@ def run_batch(pipe, k: int, source: EncodedFileSource | None = None, lookahead: 
         raise RuntimeError(f"{e}\n(batch {k} held: {files})") from e
 
 
-def check_index(index: pd.DataFrame, columns=("image_path", "mask_path")) -> None:
-    missing = [c for c in columns if c not in index.columns]
-    if missing:
-        raise DataError(f"the sample index lacks column(s) {missing}; load it with "
-                        "hbseg.data.load_cache_index(CACHE)")
-    if len(index) == 0:
-        raise DataError("the sample index is empty (no images to load)")
-
-
 def check_mode(mode: str, cfg: LoaderConfig) -> None:
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -151,7 +143,7 @@ def check_mode(mode: str, cfg: LoaderConfig) -> None:
         raise ConfigError("full_res_mask is for eval mode only (training needs equal-size masks)")
 
 
-class DaliLoader:
+class DaliLoader(EpochIterator):
     """The ``dali`` back-end, implementing :class:`~hbseg.dali_pipes.loader_base.Loader`.
 
     ``index``: rows of the mask cache's index (``load_cache_index``). ``device``: ``"cpu"``
@@ -195,23 +187,6 @@ class DaliLoader:
         return eval_pipeline(source, device=self._dali_device, size=c.size, aug=c.augment,
                              norm=c.normalize, full_res_mask=c.full_res_mask,
                              **self._runtime(epoch))
-
-    def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def reset(self) -> None:
-        """Drop a half-read epoch (and its pipeline); the next ``iter()`` starts afresh."""
-        if self._active is not None:
-            self._active.close()
-            self._active = None
-
-    def __iter__(self) -> Iterator:
-        self.reset()
-        self._active = self._epoch(self.epoch)
-        return self._active
 
     def _epoch(self, epoch: int) -> Iterator:
         source = self._source(epoch)

@@ -13,7 +13,7 @@ index), so batches do not depend on the number of workers or on which worker ran
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from hbseg.data.masks import read_packed_png, unpack_masks_torch
 from hbseg.errors import ConfigError, DataError
 
 from .config import LoaderConfig, clahe_in_eval
-from .loader_base import epoch_order, num_batches
+from .loader_base import check_index, epoch_order, num_batches
 
 __all__ = ["TorchLoader", "EpochSampler", "build_transform", "sample_rngs"]
 
@@ -126,15 +126,6 @@ def check_mode(mode: str, cfg: LoaderConfig) -> None:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
     if cfg.full_res_mask and mode != "eval":
         raise ConfigError("full_res_mask is for eval mode only (training needs equal-size masks)")
-
-
-def check_index(index: pd.DataFrame, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in index.columns]
-    if missing:
-        raise DataError(f"the sample index lacks column(s) {missing}; load it with "
-                        "hbseg.data.load_cache_index(CACHE)")
-    if len(index) == 0:
-        raise DataError("the sample index is empty (no images to load)")
 
 
 def move_batch(batch, device: torch.device, unpack: bool):
