@@ -70,7 +70,7 @@ def tiny_disk(tmp_path):
     if res.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     yield mnt
-    subprocess.run(["umount", str(mnt)], capture_output=True)
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)  # lazy: never blocks teardown
 
 
 def test_real_full_disk_leaves_nothing(tiny_disk):

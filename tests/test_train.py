@@ -14,6 +14,7 @@ from hbseg.errors import ConfigError
 from hbseg.models import load_model, read_checkpoint
 from hbseg.train import trainer as trainer_mod
 from hbseg.train.config import TrainConfig
+from hbseg.train.interrupt import TrainingInterrupted
 from hbseg.train.loop import NonFiniteLossError
 from hbseg.train.resume import resume_config
 from hbseg.train.trainer import train
@@ -128,7 +129,7 @@ def test_resume_matches_an_uninterrupted_run(tiny_root, tmp_path, monkeypatch, l
     # killed in the middle of epoch 2: last.pt still holds epoch 1; resume redoes epoch 2
     cut = tmp_path / "cut"
     _interrupt_in_epoch(monkeypatch, epoch_index=1, after_batches=1)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted, match="interrupted during epoch 2; last.pt holds epoch 1"):
         train(cfg_for(tiny_root, cut, loader=loader))
     monkeypatch.undo()
     assert read_checkpoint(cut / "last.pt")["epoch"] == 1 and len(metrics(cut)) == 1
