@@ -8,7 +8,7 @@ DEMO   ?= demo
 DEMO_IDS  ?= 8
 DEMO_SIZE ?= 256
 
-.PHONY: demo test test-all lint install clean
+.PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -2,7 +2,7 @@
 
 Regenerate with::
 
-    python -m hbseg.data.synth_figure docs/synthetic-vs-real.png ../shared/data/real-hands/rsna_8.png
+    python -m hbseg.data.synth.figure docs/synthetic-vs-real.png REAL.png
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from .classes import CLASSES, class_palette
 from .images import read_gray_png
-from .synth import generate_hand
+from .render import generate_hand
 
 __all__ = ["render_comparison", "overlay_polygons"]
 
@@ -103,5 +103,5 @@ def render_comparison(out_png: str | Path, real_png: str | Path, seed: int = 0,
 if __name__ == "__main__":  # pragma: no cover
     args = sys.argv[1:]
     if len(args) < 2:
-        sys.exit("usage: python -m hbseg.data.synth_figure OUT.png REAL.png [SEED]")
+        sys.exit("usage: python -m hbseg.data.synth.figure OUT.png REAL.png [SEED]")
     render_comparison(args[0], args[1], int(args[2]) if len(args) > 2 else 0)
