@@ -27,6 +27,30 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread for the whole suite: the models here are tiny, and on a shared
+    2-core runner OpenMP's spinning threads made them up to ten times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run_main(entry, args, monkeypatch) -> int:
+    """Run a console-script entry point in-process; returns its exit code."""
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["prog", *map(str, args)])
+    try:
+        entry()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
 def make_dataset(root: Path, ids: int, size: int, seed: int = 0, test_ids: int = 1) -> Path:
     from hbseg.data.synth import SynthConfig, generate_dataset
 

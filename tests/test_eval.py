@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 from hbseg.data import rasterize, read_polygons, resolve_split, scan_split
 from hbseg.data.classes import CLASSES, NUM_CLASSES
@@ -15,15 +15,6 @@ from hbseg.infer.config import EvalConfig
 from hbseg.infer.csv_io import write_submission
 from hbseg.infer.evaluate import dice_scores, evaluate
 from hbseg.infer.rle import encode_masks
-
-
-def run_main(entry, args, monkeypatch) -> int:
-    monkeypatch.setattr(sys, "argv", ["prog", *map(str, args)])
-    try:
-        entry()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 
 from hbseg.data.classes import CLASSES, NUM_CLASSES
 from hbseg.data.images import png_header
@@ -17,25 +18,6 @@ from hbseg.infer.csv_io import read_submission
 from hbseg.infer.evaluate import evaluate
 from hbseg.infer.infer import list_images, run_inference
 from hbseg.models import ModelCard, create_model, save_checkpoint
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core runner OpenMP's spinning
-    threads make them many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def run_main(entry, args, monkeypatch) -> int:
-    monkeypatch.setattr(sys, "argv", ["prog", *map(str, args)])
-    try:
-        entry()
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def make_ckpt(path, size=64, seed=0, bias=None, **card) -> str:

@@ -13,16 +13,6 @@ from hbseg.infer.sliding import gaussian_weights, sliding_window, window_starts
 from hbseg.models import ModelCard, create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core runner OpenMP's spinning
-    threads make them many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class ConstantModel(torch.nn.Module):
     """Logit ``value`` for every class and pixel, whatever the input."""
 

@@ -24,14 +24,6 @@ ENCODER = {"dpt": "tu-test_vit"}
 SIZE = {"pan": 128}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_registry_lists_smp_architectures():
     names = list_models()
     assert names == sorted(names)

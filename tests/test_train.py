@@ -23,16 +23,6 @@ SMALL = dict(loader="torch", device="cpu", arch="unet", encoder="resnet18", size
              batch_size=2, epochs=3, workers=0, progress=False, lr=2e-3, warmup_epochs=0.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a small shared CI machine, torch's OpenMP threads spin
-    against other processes' and a tiny run gets many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def cfg_for(root: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(data=str(root), out=str(out), **{**SMALL, **kw})
 

@@ -16,14 +16,6 @@ BASE = ["--loader", "torch", "--device", "cpu", "--encoder", "resnet18", "--size
         "--batch-size", "2", "--workers", "0", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def invoke(*args):
     return CliRunner().invoke(train_cmd, [str(a) for a in args], catch_exceptions=False)
 
