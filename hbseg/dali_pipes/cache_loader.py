@@ -28,9 +28,9 @@ from .dali_loader import (
     DaliLoader,
     check_mode,
     convert_pair,
-    pipeline_seed,
     resolve_device,
     run_batch,
+    runtime_args,
     to_torch,
 )
 from .loader_base import EpochIterator, check_index
@@ -97,12 +97,10 @@ class DaliCacheLoader(EpochIterator):
         self.cfg, self.mode, self.device = cfg, mode, str(device)
         self._dali_device, self._device_id = resolve_device(device)
         self.batch_size = cfg.batch_size
-        self.epoch = 0
         self.cache_bytes = cache_bytes(index)
         check_fits(self.cache_bytes, len(index), self._dali_device, self._device_id, headroom_bytes)
         self._images, self._masks, self._shapes = self._decode_all(index)
         self.num_samples = self._source(0).num_samples
-        self._active: Iterator | None = None
 
     def _decode_all(self, index: pd.DataFrame):
         """One pass of the decode pipeline (mixed on a GPU) over every row, in index order."""
@@ -146,9 +144,7 @@ class DaliCacheLoader(EpochIterator):
         from .pipelines import cache_eval_pipeline, cache_train_pipeline
 
         c = self.cfg
-        rt = dict(batch_size=c.batch_size, num_threads=max(1, c.num_threads),
-                  device_id=self._device_id, seed=pipeline_seed(c.seed, epoch, c.shard_id),
-                  prefetch_queue_depth=max(1, c.prefetch))
+        rt = runtime_args(c, self._device_id, epoch)
         if self.mode == "train":
             return cache_train_pipeline(source, device=self._dali_device, size=c.size, crop=c.crop,
                                         aug=c.augment, norm=c.normalize, **rt)

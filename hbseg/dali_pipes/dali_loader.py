@@ -20,7 +20,7 @@ from .config import LoaderConfig
 from .loader_base import EpochIterator, check_index
 from .sources import EncodedFileSource
 
-__all__ = ["DaliLoader", "require_dali", "resolve_device", "pipeline_seed", "to_torch", "convert_pair", "run_batch"]
+__all__ = ["DaliLoader", "require_dali", "resolve_device", "pipeline_seed", "to_torch", "convert_pair", "run_batch", "runtime_args"]
 
 MODES = ("train", "eval")
 
@@ -143,6 +143,14 @@ def check_mode(mode: str, cfg: LoaderConfig) -> None:
         raise ConfigError("full_res_mask is for eval mode only (training needs equal-size masks)")
 
 
+def runtime_args(cfg: LoaderConfig, device_id: int | None, epoch: int) -> dict:
+    """DALI's runtime arguments for one epoch's pipeline, kept apart from the graph's:
+    the seed follows (seed, epoch, shard), so resuming at epoch e replays epoch e."""
+    return dict(batch_size=cfg.batch_size, num_threads=max(1, cfg.num_threads),
+                device_id=device_id, seed=pipeline_seed(cfg.seed, epoch, cfg.shard_id),
+                prefetch_queue_depth=max(1, cfg.prefetch))
+
+
 class DaliLoader(EpochIterator):
     """The ``dali`` back-end, implementing :class:`~hbseg.dali_pipes.loader_base.Loader`.
 
@@ -160,10 +168,8 @@ class DaliLoader(EpochIterator):
         self.cfg, self.mode, self.device = cfg, mode, str(device)
         self._dali_device, self._device_id = resolve_device(device)
         self.batch_size = cfg.batch_size
-        self.epoch = 0
         self._columns = [list(index["image_path"]), list(index["mask_path"])]
         self.num_samples = self._source(0).num_samples
-        self._active: Iterator | None = None
 
     def _source(self, epoch: int) -> EncodedFileSource:
         c = self.cfg
@@ -171,22 +177,16 @@ class DaliLoader(EpochIterator):
                                  seed=c.seed, shard_id=c.shard_id, num_shards=c.num_shards,
                                  epoch=epoch)
 
-    def _runtime(self, epoch: int) -> dict:
-        c = self.cfg
-        return dict(batch_size=c.batch_size, num_threads=max(1, c.num_threads),
-                    device_id=self._device_id, seed=pipeline_seed(c.seed, epoch, c.shard_id),
-                    prefetch_queue_depth=max(1, c.prefetch))
-
     def _pipeline(self, source, epoch: int):
         from .pipelines import eval_pipeline, train_pipeline
 
         c = self.cfg
+        rt = runtime_args(c, self._device_id, epoch)
         if self.mode == "train":
             return train_pipeline(source, device=self._dali_device, size=c.size, crop=c.crop,
-                                  aug=c.augment, norm=c.normalize, **self._runtime(epoch))
+                                  aug=c.augment, norm=c.normalize, **rt)
         return eval_pipeline(source, device=self._dali_device, size=c.size, aug=c.augment,
-                             norm=c.normalize, full_res_mask=c.full_res_mask,
-                             **self._runtime(epoch))
+                             norm=c.normalize, full_res_mask=c.full_res_mask, **rt)
 
     def _epoch(self, epoch: int) -> Iterator:
         source = self._source(epoch)
