@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-
-REAL_HANDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-hands"
+from _paths import REAL_HANDS_ENV, real_hands_candidates, real_hands_dir
 
 
 def _has_cuda() -> bool:
@@ -79,7 +79,15 @@ def tiny_cache(tiny_root) -> Path:
 
 @pytest.fixture
 def real_hands() -> list[Path]:
-    files = sorted(REAL_HANDS.glob("*.png")) if REAL_HANDS.is_dir() else []
-    if not files:
-        pytest.skip(f"real radiographs not found in {REAL_HANDS}")
-    return files
+    """The real radiographs' PNGs (see tests/_paths.py). Missing, they skip the test on CPU
+    and fail it on a CUDA machine or when $HBSEG_REAL_HANDS is set, so that a GPU session
+    cannot pass without having run them."""
+    folder = real_hands_dir()
+    if folder is None:
+        looked = ", ".join(map(str, real_hands_candidates()))
+        msg = (f"real radiographs not found (looked in {looked}); carry tests/data/real-hands "
+               f"(a copy of ../shared/data/real-hands) or set {REAL_HANDS_ENV}")
+        if _has_cuda() or os.environ.get(REAL_HANDS_ENV):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return sorted(folder.glob("*.png"))

@@ -80,14 +80,17 @@ def test_loaders_bench_tiny_cpu_run(tiny_root, tmp_path):
         assert all(e["images"] == 2 for e in r["train_epochs"])  # one capped batch of 2
         assert r["train_epoch_s"] > 0 and r["train_images_per_s"] > 0
         assert r["cpu_s_per_sample_train"] > 0
-        assert 0.0 <= r["data_wait_fraction"] <= 1.0
+        assert 0.0 <= r["host_wait_fraction"] <= 1.0 and r["host_wait_s"] >= 0
+        assert r["gpu_idle_fraction"] is None and r["first_batch_s"] >= 0
         assert r["ratio_to_bound"] > 0
         assert r["amp"] == "fp32"
         if kind != "bound":
             assert len(r["load_epochs"]) == 2
             assert r["load_images_per_s"] > 0 and r["cpu_s_per_sample_load"] > 0
             assert r["speedup_vs_baseline"] > 0
-            assert r["num_threads"] >= 0
+            assert r["num_threads"] >= 0 and r["first_batch_s_cold"] > 0
+            if kind == "dali":  # one pipeline served every epoch
+                assert r["pipeline_builds"] == 1 and r["pipeline_build_s"] > 0
     assert runs["bound"]["ratio_to_bound"] == pytest.approx(1.0)
     assert runs["baseline"]["speedup_vs_baseline"] == pytest.approx(1.0)
 
@@ -118,7 +121,7 @@ def _fake_run(loader, cpus, epoch_s, load=None, status="ok"):
         return {"loader": loader, "cpus": cpus, "status": "error", "error": "Boom: broken"}
     return {"loader": loader, "cpus": cpus, "status": "ok", "num_threads": cpus,
             "train_epoch_s": epoch_s, "train_images_per_s": 100 / epoch_s,
-            "load_images_per_s": load, "data_wait_fraction": 0.1,
+            "load_images_per_s": load, "host_wait_s": 0.1, "first_batch_s": 0.05,
             "cpu_s_per_sample_train": 0.5, "cpu_s_per_sample_load": 0.1, "gpu": None}
 
 

@@ -19,8 +19,9 @@ from nvidia.dali import fn, pipeline_def  # noqa: E402
 
 from hbseg.dali_pipes import graph  # noqa: E402
 from hbseg.dali_pipes.config import AugmentConfig, NormalizeConfig  # noqa: E402
+from hbseg.dali_pipes.draw import SampleDraw, sample_matrix  # noqa: E402
 from hbseg.dali_pipes.pipelines import eval_pipeline, train_pipeline  # noqa: E402
-from hbseg.dali_pipes.sources import EncodedFileSource  # noqa: E402
+from hbseg.dali_pipes.sources import AugmentParams, FileSource  # noqa: E402
 from hbseg.data import NUM_CLASSES, pack_masks, read_gray_png, read_packed_png, write_packed_png  # noqa: E402
 
 NORM = NormalizeConfig()
@@ -62,15 +63,20 @@ def run_graph(build, *inputs: list[np.ndarray], device: str = "cpu", seed: int =
     return [numpy_samples(o) for o in outs]
 
 
-def run_files(pipeline, files: list[tuple[str, str]], device: str = "cpu", seed: int = 0, **graph_kw):
-    """One batch of ``pipeline`` over (image, mask) files; numpy outputs."""
-    src = EncodedFileSource([[f[0] for f in files], [f[1] for f in files]], len(files),
-                            shuffle=False)
-    p = pipeline(src, device=device, batch_size=len(files), num_threads=1,
-                 device_id=0 if device == "gpu" else None, seed=seed, **graph_kw)
+def run_files(pipeline, files: list[tuple[str, str]], device: str = "cpu", seed: int = 0,
+              size: int = 128, crop: int | None = None, aug: AugmentConfig = AugmentConfig(),
+              train: bool = True, **graph_kw):
+    """One batch of ``pipeline`` over (image, mask) files, epoch 0 of ``seed``'s draws:
+    numpy outputs, then the 2x3 matrix each sample was warped with."""
+    shapes = [read_gray_png(f[0]).shape for f in files]
+    params = AugmentParams(aug, shapes, size, crop, train=train, seed=seed)
+    src = FileSource([[f[0] for f in files], [f[1] for f in files]], len(files), params=params,
+                     shuffle=False)
+    p = pipeline(src, device=device, size=size, aug=aug, batch_size=len(files), num_threads=1,
+                 device_id=0 if device == "gpu" else None, seed=0, **graph_kw)
     p.build()
     outs = p.run()
-    return [numpy_samples(o) for o in outs]
+    return [numpy_samples(o) for o in outs], params(0, np.arange(len(files)))[0]
 
 
 def denorm(x: np.ndarray, norm: NormalizeConfig = NORM) -> np.ndarray:
@@ -101,12 +107,13 @@ def nearest_warp(src: np.ndarray, mt: np.ndarray, size: int, eps=(0.0, 0.0)) -> 
 
 
 def nearest_agreement(out: np.ndarray, src: np.ndarray, mt: np.ndarray) -> float:
-    """Share of pixels equal to the nearest reference; a source point that falls exactly on a
-    pixel edge (a tie, which float32 may round either way) counts with either neighbour."""
+    """Share of pixels equal to the nearest reference; a source point within 1e-3 px of a
+    pixel edge (a tie: DALI inverts the float32 matrix in float32, which moves points by a
+    few 1e-4 px at these coordinates) counts with either neighbour."""
     size = out.shape[0]
     ok = np.zeros((size, size), bool)
-    for ex in (-1e-4, 0.0, 1e-4):
-        for ey in (-1e-4, 0.0, 1e-4):
+    for ex in (-1e-3, 0.0, 1e-3):
+        for ey in (-1e-3, 0.0, 1e-3):
             ok |= as_u32(out) == as_u32(nearest_warp(src, mt, size, (ex, ey)))
     return float(ok.mean())
 
@@ -158,14 +165,15 @@ def test_clahe_equals_opencv_on_real_radiographs(real_hands):
     assert _clahe_parity(images, "cpu", 2.0, (8, 8)) == [0] * len(images)
 
 
-def test_clahe_probability_applies_to_some_samples(tiny_root):
+def test_clahe_predicate_chooses_per_sample(tiny_root):
     image = synth_images(tiny_root)[0]
     aug = AugmentConfig(clahe_p=0.5)
-    (out,) = run_graph(lambda x: graph.clahe(x, aug), [image[..., None]] * 16, seed=3)
+    flags = [np.bool_(f) for f in (True, False, False, True, True, False)]
+    (out,) = run_graph(lambda x, f: graph.clahe(x, aug, predicate=f),
+                       [image[..., None]] * len(flags), flags)
     ref = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(image)
-    kinds = [("clahe" if np.array_equal(o[..., 0], ref) else
-              "plain" if np.array_equal(o[..., 0], image) else "other") for o in out]
-    assert "other" not in kinds and {"clahe", "plain"} == set(kinds)
+    for o, f in zip(out, flags, strict=True):
+        assert np.array_equal(o[..., 0], ref if f else image)
 
 
 # ----------------------------------------------------------------------------- warp
@@ -175,8 +183,8 @@ def test_clahe_probability_applies_to_some_samples(tiny_root):
 def test_train_warp_equals_opencv_with_the_same_matrix(tiny_cache, crop):
     files = synth_pairs(tiny_cache)
     aug = replace(GEOMETRY_ONLY, clahe_p=1.0)  # CLAHE on: the reference applies it too
-    images, masks, mts = run_files(train_pipeline, files, size=128, crop=crop, aug=aug, norm=NORM,
-                                   return_matrix=True, seed=7)
+    (images, masks), mts = run_files(train_pipeline, files, size=128, crop=crop, aug=aug,
+                                     norm=NORM, seed=7)
     clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
     flips = 0
     for (img_path, mask_path), x, m, mt in zip(files, images, masks, mts, strict=True):
@@ -191,23 +199,17 @@ def test_train_warp_equals_opencv_with_the_same_matrix(tiny_cache, crop):
 def test_warp_pair_equals_opencv_on_real_radiograph(real_hands):
     image = read_gray_png(real_hands[0])
     h, w = image.shape
-    aug = replace(GEOMETRY_ONLY, hflip_p=1.0)
-
-    def build(x, hw):
-        mt = graph.affine_matrix(hw, 192, None, aug)
-        y, _ = graph.warp_pair(x, None, mt, 192)
-        return y, mt
-
-    (out,), (mt,) = run_graph(build, [image[..., None]], [np.float32([h, w])], seed=1)
+    mt = sample_matrix(SampleDraw(flip=True, angle=12.0, scale=0.9, shift_x=0.05), (h, w), 192, None)
+    (out,) = run_graph(lambda x, m: graph.warp_pair(x, None, m, 192)[0], [image[..., None]], [mt])
     ref = cv_warp(image, mt, 192, cv2.INTER_LINEAR)
-    assert np.abs(out[..., 0].astype(int) - ref).mean() < 0.5
+    assert np.abs(out[0][..., 0].astype(int) - ref).mean() < 0.5
 
 
 def test_eval_resize_is_the_same_for_image_and_mask_and_deterministic(tiny_cache):
     files = synth_pairs(tiny_cache)
-    kw = dict(size=96, aug=AugmentConfig(), norm=NORM)
-    a_img, a_mask = run_files(eval_pipeline, files, seed=1, **kw)
-    b_img, b_mask = run_files(eval_pipeline, files, seed=2, **kw)
+    kw = dict(size=96, aug=AugmentConfig(), norm=NORM, train=False)
+    (a_img, a_mask), _ = run_files(eval_pipeline, files, seed=1, **kw)
+    (b_img, b_mask), _ = run_files(eval_pipeline, files, seed=2, **kw)
     assert all(np.array_equal(x, y) for x, y in zip(a_img + a_mask, b_img + b_mask, strict=True))
     scale = np.float32([[96 / 256, 0, 0], [0, 96 / 256, 0]])
     clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
@@ -219,8 +221,8 @@ def test_eval_resize_is_the_same_for_image_and_mask_and_deterministic(tiny_cache
 
 def test_eval_full_res_mask_is_the_original(tiny_cache):
     files = synth_pairs(tiny_cache)
-    _, masks = run_files(eval_pipeline, files, size=64, aug=AugmentConfig(), norm=NORM,
-                         full_res_mask=True)
+    (_, masks), _ = run_files(eval_pipeline, files, size=64, aug=AugmentConfig(), norm=NORM,
+                              full_res_mask=True, train=False)
     for (_, mask_path), m in zip(files, masks, strict=True):
         assert np.array_equal(m, read_packed_png(mask_path))
 
@@ -244,8 +246,9 @@ def _interior_agreement(x: np.ndarray, m: np.ndarray, shift: int = 0) -> float:
 @pytest.mark.parametrize("crop", [None, 160])
 def test_mask_geometry_equals_image_geometry(tmp_path, crop):
     files = [label_coded(tmp_path)] * 6
-    images, masks = run_files(train_pipeline, files, size=128, crop=crop, aug=GEOMETRY_ONLY,
-                              norm=NORM, seed=11)
+    (images, masks), mts = run_files(train_pipeline, files, size=128, crop=crop,
+                                     aug=GEOMETRY_ONLY, norm=NORM, seed=11)
+    assert len({m.tobytes() for m in mts}) == len(files)  # six different geometries
     for x, m in zip(images, masks, strict=True):
         assert _interior_agreement(x, m) > 0.998
         # the check does see a 2-px slip or a flip of the mask alone
@@ -258,7 +261,8 @@ def test_packed_bits_survive_augmentation(tiny_cache):
     aug = AugmentConfig(clahe_p=0.5, ssr_p=1.0, rotate_limit=45, scale_limit=0.3, hflip_p=0.5,
                         brightness_contrast_p=1.0)
     for crop, seed in [(None, 0), (200, 1)]:
-        _, masks = run_files(train_pipeline, files, size=160, crop=crop, aug=aug, norm=NORM, seed=seed)
+        (_, masks), _ = run_files(train_pipeline, files, size=160, crop=crop, aug=aug, norm=NORM,
+                                  seed=seed)
         for (_, mask_path), m in zip(files, masks, strict=True):
             allowed = set(np.unique(as_u32(read_packed_png(mask_path)))) | {0}
             assert set(np.unique(as_u32(m))) <= allowed
@@ -273,17 +277,21 @@ def test_brightness_contrast_matches_albumentations(tiny_root):
 
     image = synth_images(tiny_root)[0]
     for alpha, beta in [(1.15, 0.1), (0.8, -0.2), (1.0, 0.0)]:
-        (out,) = run_graph(lambda x, a=alpha, b=beta: graph._apply_brightness_contrast(x, a, b),
+        (out,) = run_graph(lambda x, a=alpha, b=beta: graph.brightness_contrast(x, a, b),
                            [image[..., None]])
         ref = albucore.multiply_add(image, alpha, beta * 255.0, inplace=False)
         assert np.abs(out[0][..., 0].astype(int) - ref).max() <= 1  # DALI rounds, albucore truncates
 
 
-def test_brightness_contrast_probability_zero_is_identity(tiny_root):
+def test_brightness_contrast_per_sample_values(tiny_root):
     image = synth_images(tiny_root)[0]
-    aug = AugmentConfig(brightness_contrast_p=0.0)
-    (out,) = run_graph(lambda x: graph.brightness_contrast(x, aug), [image[..., None]])
-    assert np.array_equal(out[0][..., 0], image)
+    alphas = [np.float32(a) for a in (1.0, 1.2, 0.85)]
+    betas = [np.float32(b) for b in (0.0, -0.1, 0.15)]
+    (out,) = run_graph(graph.brightness_contrast, [image[..., None]] * 3, alphas, betas)
+    assert np.array_equal(out[0][..., 0], image)  # alpha 1, beta 0 is the identity
+    for o, a, b in zip(out[1:], alphas[1:], betas[1:], strict=True):
+        ref = np.clip(np.rint(image * a + b * 255.0), 0, 255)
+        assert np.abs(o[..., 0].astype(int) - ref).max() <= 1
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -316,7 +324,9 @@ def test_gpu_mixed_decode_is_lossless(tiny_cache):
     from hbseg.dali_pipes.pipelines import decode_pipeline
 
     files = synth_pairs(tiny_cache)
-    images, masks = run_files(decode_pipeline, files, device="gpu")
+    src = FileSource([[f[0] for f in files], [f[1] for f in files]], len(files), shuffle=False)
+    p = decode_pipeline(src, device="gpu", batch_size=len(files), num_threads=1, device_id=0)
+    images, masks = [numpy_samples(o) for o in p.run()]
     for (img_path, mask_path), x, m in zip(files, images, masks, strict=True):
         assert np.array_equal(x[..., 0], read_gray_png(img_path))
         assert np.array_equal(m, read_packed_png(mask_path))
@@ -326,8 +336,8 @@ def test_gpu_mixed_decode_is_lossless(tiny_cache):
 @pytest.mark.parametrize("crop", [None, 160])
 def test_gpu_train_warp_and_bits(tiny_cache, crop):
     files = synth_pairs(tiny_cache)
-    images, masks, mts = run_files(train_pipeline, files, device="gpu", size=128, crop=crop,
-                                   aug=GEOMETRY_ONLY, norm=NORM, return_matrix=True, seed=7)
+    (images, masks), mts = run_files(train_pipeline, files, device="gpu", size=128, crop=crop,
+                                     aug=GEOMETRY_ONLY, norm=NORM, seed=7)
     for (img_path, mask_path), x, m, mt in zip(files, images, masks, mts, strict=True):
         ref = cv_warp(read_gray_png(img_path), mt, 128, cv2.INTER_LINEAR)
         assert np.abs(denorm(x) - ref).mean() < 0.5
@@ -339,7 +349,7 @@ def test_gpu_train_warp_and_bits(tiny_cache, crop):
 @pytest.mark.gpu
 def test_gpu_mask_geometry_equals_image_geometry(tmp_path):
     files = [label_coded(tmp_path)] * 4
-    images, masks = run_files(train_pipeline, files, device="gpu", size=128, crop=None,
-                              aug=GEOMETRY_ONLY, norm=NORM, seed=11)
+    (images, masks), _ = run_files(train_pipeline, files, device="gpu", size=128, crop=None,
+                                   aug=GEOMETRY_ONLY, norm=NORM, seed=11)
     for x, m in zip(images, masks, strict=True):
         assert _interior_agreement(x, m) > 0.998

@@ -119,3 +119,43 @@ def test_checkpoint_round_trip_needs_only_the_path(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated"):
         read_checkpoint(path)
+
+
+# The winners' encoder families at their smallest size, over every architecture smp builds
+# them with (README: "Encoders the winning teams used"). HRNet cannot be dilated, so the
+# DeepLabs and PAN refuse it; smp refuses MiT for Linknet, UNet++ and DPT.
+FAMILY_ARCHS = {
+    "tu-hrnet_w18_small": ("dpt", "fpn", "linknet", "manet", "pspnet", "segformer", "unet",
+                           "unetplusplus", "upernet"),
+    "mit_b0": ("deeplabv3", "deeplabv3plus", "fpn", "manet", "pan", "pspnet", "segformer",
+               "unet", "upernet"),
+}
+
+
+WINNERS_ARCHS = ("unet", "segformer", "upernet")  # the rest of the matrix runs as slow
+
+
+@pytest.mark.parametrize("encoder, arch", [
+    pytest.param(e, a, marks=() if a in WINNERS_ARCHS else pytest.mark.slow)
+    for e, archs in FAMILY_ARCHS.items() for a in archs])
+def test_competition_encoders_train_on_one_channel(encoder, arch):
+    torch.manual_seed(0)
+    model = create_model(arch, encoder).train()
+    size = 128 if arch == "pan" else 64
+    y = model(torch.randn(2, 1, size, size))
+    assert y.shape == (2, NUM_CLASSES, size, size) and torch.isfinite(y).all()
+    y.float().mean().backward()
+    head = list(model.segmentation_head.parameters())
+    assert head and all(p.grad is not None and torch.isfinite(p.grad).all() for p in head)
+
+
+@pytest.mark.parametrize("encoder", ["tu-hrnet_w18_small", "mit_b0"])
+def test_competition_encoders_refuse_what_they_cannot_do(encoder):
+    from hbseg.models.registry import COMPETITION_ENCODERS
+
+    assert encoder == next(v[0] for v in COMPETITION_ENCODERS.values() if encoder in v)
+    for arch in sorted(set(list_models()) - set(FAMILY_ARCHS[encoder])):
+        with pytest.raises(ConfigError, match=f"{arch}|{encoder}"):
+            create_model(arch, encoder)
+    with pytest.raises(ConfigError, match="did you mean 'tu-hrnet_w18'"):
+        create_model("unet", "hrnet_w18")

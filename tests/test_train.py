@@ -48,11 +48,16 @@ def test_tiny_run_learns_and_writes_its_outputs(tiny_root, tmp_path, loader):
         assert set(r["dice"]) == set(CLASSES) and 0 <= r["mean_dice"] <= 1
         assert r["mean_dice"] == pytest.approx(sum(r["dice"].values()) / len(CLASSES))
         assert r["images"] == 6 and r["images_per_s"] > 0 and r["lr"] > 0
-        assert 0 <= r["data_wait_fraction"] <= 1 and r["epoch_seconds"] > 0
+        assert 0 <= r["host_wait_fraction"] <= 1 and r["epoch_seconds"] > 0
+        assert 0 <= r["first_batch_s"] <= r["host_wait_s"] <= r["train_seconds"]
+        assert r["gpu_idle_fraction"] is None  # absent on CPU, never 0
         assert r["amp"] == "fp32"
+    builds = [r["pipeline_build_s"] for r in recs]  # built once, before the first epoch
+    assert builds == ([builds[0], 0.0, 0.0] if loader == "dali" else [None] * 3)
+    assert loader != "dali" or builds[0] > 0
     assert summary["finished"] and summary["epochs_done"] == 3
     assert summary["best_mean_dice"] == max(r["mean_dice"] for r in recs)
-    assert {p.name for p in run.iterdir()} == set(trainer_mod.RUN_FILES)  # no temp files left
+    assert {p.name for p in run.iterdir()} == {*trainer_mod.RUN_FILES, "tb"}  # no temp files left
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "loader: " + loader in (run / "config.yaml").read_text()
     # checkpoints describe themselves: inference needs nothing but the path

@@ -35,7 +35,7 @@ def test_help_is_light_and_complete():
 
 @pytest.mark.parametrize("args,msg", [
     (["--loader", "dali-cache", "--device", "cpu"], "dali-cache keeps decoded images in GPU memory"),
-    (["--loss", "softmax_ce"], "'softmax_ce' is not one of 'bce', 'dice', 'bce_dice', 'focal_dice'"),
+    (["--loss", "softmax_ce"], "unknown loss 'softmax_ce'. Valid: bce, dice, focal, lovasz"),
     (["--arch", "unett"], "unknown --arch 'unett'; did you mean 'unet'?"),
     (["--amp", "fp16", "--device", "cpu"], "--amp fp16 needs --device cuda"),
     (["--crop", "300"], "--crop 300 is larger than the smallest image"),

@@ -31,7 +31,7 @@ def test_torchrun_two_cpu_ranks(tiny_root, tmp_path, loader):
     # rank 0 alone reports and writes: one summary, one metrics line per epoch
     summaries = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
     assert len(summaries) == 1 and summaries[0]["finished"]
-    assert {f.name for f in run.iterdir()} == set(RUN_FILES)
+    assert {f.name for f in run.iterdir()} == {*RUN_FILES, "tb"}  # tb: TensorBoard, rank 0
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs] == [1, 2]
     for r in recs:

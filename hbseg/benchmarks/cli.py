@@ -205,6 +205,36 @@ def report(results: tuple[Path, ...], out: Path, debug: bool) -> None:
     click.echo(merged["table_markdown"])
 
 
+@bench.command()
+@click.argument("step", type=click.Choice(("env", "test", "ops", "bench", "quality")))
+@click.argument("cpus", required=False, type=click.IntRange(1))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Writes OUT/<step>/ [default: $OUT, else ./kit-out].")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Machine-local data, runs and bench parts [default: $HBSEG_KIT_WORK or /tmp/hbseg-kit].")
+@click.option("--dry", is_flag=True, default=False,
+              help="Tiny sizes on CPU, every code path in seconds (also HBSEG_GPU_DRY=1).")
+@click.option("--budget", "budget_s", type=click.FloatRange(10), default=None,
+              help="Seconds the step may take [default: 540, one 10-minute device command].")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="quality: epochs planned [default: 40].")
+@click.option("--slice-epochs", type=click.IntRange(1), default=None,
+              help="quality: at most N more epochs in this command.")
+@debug_option
+def kit(step: str, cpus: int | None, out: Path | None, work: Path | None, dry: bool,
+        budget_s: float | None, epochs: int | None, slice_epochs: int | None, debug: bool) -> None:
+    """One step of a GPU session: env, test, ops, bench CPUS, quality (see benchmarks/README.md,
+    "GPU session runbook"). Prints one line `kit STEP: ok|FAILED ...`; exits 1 on FAILED."""
+    from .kit import KitConfig, default_out, default_work, dry_requested, run_step
+
+    dry = dry or dry_requested()
+    cfg = KitConfig.make(out or default_out(), work or default_work(dry), dry, budget_s=budget_s,
+                         quality_epochs=epochs, quality_slice_epochs=slice_epochs)
+    result = run_step(step, cfg, cpus)
+    click.echo(result.line)
+    if not result.ok:
+        sys.exit(1)
+
+
 main = main_entry(bench)
 
 if __name__ == "__main__":

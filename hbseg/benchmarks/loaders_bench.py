@@ -46,7 +46,19 @@ METHOD = {
              "(seed), AdamW, AMP, bce_dice loss, grad clip 1.0, batch and step count for "
              "every loader; warmup_steps untimed steps first; epoch seconds include starting "
              "the iterator and a final CUDA synchronise",
-    "data_wait_fraction": "time blocked in next(loader) / training epoch wall time",
+    "gpu_idle_fraction": "CUDA only (absent on CPU, never 0): 1 - (sum over steps of the GPU "
+                         "time between a CUDA event recorded before the step's forward pass "
+                         "and one after its optimizer step) / training epoch wall time; the "
+                         "share of the epoch in which the GPU ran no training step (loader "
+                         "kernels, copies and mask unpacking count as idle)",
+    "host_wait_s": "host seconds blocked in next(loader) per training epoch (on CUDA not GPU "
+                   "idle time: queued kernels keep running); host_wait_fraction = that / "
+                   "epoch wall time",
+    "first_batch_s": "seconds of the first next(loader) of a training epoch (median); "
+                     "first_batch_s_cold: the very first batch after building the loader",
+    "pipeline_build_s": "DALI pipeline build, once per loader (the loader keeps it for every "
+                        "epoch); build_s: the whole loader constructor (dali-cache: decoding "
+                        "the data set into memory too)",
     "cpu_s_per_sample": "CPU seconds (user+system) of the whole process tree during the "
                         "timed epochs / images: main process with all its threads "
                         "(time.process_time, includes DALI and torch threads) + every live "
@@ -56,8 +68,9 @@ METHOD = {
              "on the device, replayed for the same number of training steps and batch "
              "sizes as a real epoch, through the same loop",
     "gpu": "NVML (pynvml) or nvidia-smi sampled every 100 ms during the timed training "
-           "epochs: mean/max utilisation and peak device memory used (includes DALI's "
-           "allocations); torch peak allocated/reserved from torch.cuda",
+           "epochs: mean/max utilisation (counts the loader's own kernels as busy, so "
+           "gpu_idle_fraction is the figure to read) and peak device memory used (includes "
+           "DALI's allocations); torch peak allocated/reserved from torch.cuda",
     "ratios": "ratio_to_bound = bound training img/s / this training img/s (= epoch time "
               "over the bound's; 1.0 = loading costs nothing); speedup_vs_baseline = this "
               "training img/s / baseline's (= baseline epoch time over this one), both at "
@@ -270,8 +283,10 @@ def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], No
             runs.append(r)
             if r.get("status") == "ok":
                 load = r.get("load_images_per_s")
-                log(f"    train epoch {r['train_epoch_s']:.2f} s, data wait "
-                    f"{100 * r['data_wait_fraction']:.0f}%"
+                idle = r.get("gpu_idle_fraction")
+                log(f"    train epoch {r['train_epoch_s']:.2f} s, host wait "
+                    f"{r['host_wait_s']:.2f} s"
+                    + ("" if idle is None else f", GPU idle {100 * idle:.0f}%")
                     + (f", loader alone {load:.1f} img/s" if load else ""))
             else:
                 log(f"    FAILED: {r.get('error')}")

@@ -3,11 +3,14 @@ or the no-loading bound. ``hbseg.benchmarks.worker`` calls these; nothing here s
 
 Timeline of a loader measurement, on the same data and epoch numbers for every loader:
 
-    build the loader                                   (timed apart: ``build_s``)
+    build the loader                                   (timed apart: ``build_s``, and
+                                                        ``pipeline_build_s`` for DALI)
+    its first batch, cold                              (``first_batch_s_cold``)
     epochs 0 … W-1        loader only, untimed warm-up
     epochs W … W+E-1      loader only, timed           → img/s, CPU s/sample
     a few training steps, untimed warm-up (cudnn autotune, allocator)
-    epochs W+E … W+2E-1   training, timed              → epoch s, data wait, CPU s/sample
+    epochs W+E … W+2E-1   training, timed              → epoch s, host wait, GPU idle,
+                                                          first batch, CPU s/sample
 
 Training uses hbseg's own epoch loop (``hbseg.train.loop.train_one_epoch``) with the
 model, AdamW, AMP, loss and batch identical across loaders (the model is initialised
@@ -114,7 +117,10 @@ def _run_training(cfg: BenchConfig, device: str, loader, steps: int, first_epoch
             "seconds": r["seconds"],
             "images": r["images"],
             "images_per_s": r["images_per_s"],
-            "data_wait_fraction": r["data_wait_fraction"],
+            "host_wait_s": r["host_wait_s"],
+            "host_wait_fraction": r["host_wait_fraction"],
+            "gpu_idle_fraction": r["gpu_idle_fraction"],
+            "first_batch_s": r["first_batch_s"],
             "loss": r["loss"],
             "cpu_s": d.total,
             "cpu_main_s": d.main,
@@ -132,7 +138,10 @@ def _run_training(cfg: BenchConfig, device: str, loader, steps: int, first_epoch
         "train_epochs": epochs,
         "train_epoch_s": _median(x["seconds"] for x in epochs),
         "train_images_per_s": _median(x["images_per_s"] for x in epochs),
-        "data_wait_fraction": _median(x["data_wait_fraction"] for x in epochs),
+        "host_wait_s": _median(x["host_wait_s"] for x in epochs),
+        "host_wait_fraction": _median(x["host_wait_fraction"] for x in epochs),
+        "gpu_idle_fraction": _median(x["gpu_idle_fraction"] for x in epochs),
+        "first_batch_s": _median(x["first_batch_s"] for x in epochs),
         "cpu_s_per_sample_train": _median(x["cpu_s_per_sample"] for x in epochs),
         "gpu": gpu,
     }
@@ -175,6 +184,13 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -
         t0 = time.perf_counter()
         loader = build_loader(kind, index, lcfg, "train", device)
         build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        loader.set_epoch(0)
+        first = iter(loader)
+        next(first)
+        first_batch_s = time.perf_counter() - t0
+        loader.reset()
+        del first
         steps = min(len(loader), cfg.steps_limit or len(loader))
         for e in range(cfg.warmup_epochs):
             _loader_epoch(loader, e, steps, device)
@@ -195,6 +211,9 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -
     return {
         "loader": kind,
         "build_s": build_s,
+        "pipeline_build_s": getattr(loader, "pipeline_build_s", None),
+        "pipeline_builds": getattr(loader, "pipeline_builds", None),
+        "first_batch_s_cold": first_batch_s,
         "batches_per_epoch": steps,
         "samples_per_epoch": load[0]["images"] if load else None,
         "dataset_samples": len(index),

@@ -21,6 +21,26 @@ def _cores(n) -> str:
     return f"{n} core" if n == 1 else f"{n} cores"
 
 
+def _idle_panel(ax, runs: list[dict], loaders: list[str], cpus_values: list, colors: list) -> None:
+    width = 0.8 / max(1, len(cpus_values))
+    kinds = [*loaders, "bound"]
+    for j, cpus in enumerate(cpus_values):
+        xs, ys = [], []
+        for i, kind in enumerate(kinds):
+            r = _ok(runs, kind, cpus)
+            if r is None or r.get("gpu_idle_fraction") is None:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(100 * r["gpu_idle_fraction"])
+        bars = ax.bar(xs, ys, width=width * 0.9, color=colors[j % len(colors)], label=_cores(cpus))
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.set_xticks(range(len(kinds)), kinds)
+    ax.set_ylabel("GPU idle, % of the training epoch")
+    ax.set_title("GPU idle time per loader (lower is better)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+
+
 def plot_loaders(results: dict, path: str | Path) -> Path:
     import matplotlib
 
@@ -31,10 +51,15 @@ def plot_loaders(results: dict, path: str | Path) -> Path:
     cpus_values = list(dict.fromkeys(r.get("cpus") for r in runs))
     loaders = list(dict.fromkeys(r["loader"] for r in runs if r["loader"] != "bound"))
     several = len(cpus_values) > 1
-    fig, axes = plt.subplots(1, 2 if several else 1, figsize=(12 if several else 7, 4.2),
-                             squeeze=False)
-    ax = axes[0][0]
+    # On CUDA the figure leads with GPU idle time, the figure that says whether the
+    # loader keeps the GPU busy; CPU runs have none and start with epoch time.
+    idle = any(r.get("gpu_idle_fraction") is not None for r in runs)
+    panels = 1 + int(idle) + int(several)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels + 1.5, 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if idle:
+        _idle_panel(axes[0][0], runs, loaders, cpus_values, colors)
+    ax = axes[0][int(idle)]
     width = 0.8 / max(1, len(cpus_values))
     ymax = 0.0
     failed: list[float] = []
@@ -69,7 +94,7 @@ def plot_loaders(results: dict, path: str | Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
 
     if several:
-        ax2 = axes[0][1]
+        ax2 = axes[0][-1]
         numeric = [c for c in cpus_values if c is not None]
         for i, kind in enumerate([*loaders, "bound"]):
             color = "black" if kind == "bound" else colors[i % len(colors)]

@@ -8,14 +8,16 @@ __all__ = ["markdown_table", "COLUMNS", "ops_table"]
 COLUMNS = (
     ("loader", "back-end (bound: no loading, batches resident on the device)"),
     ("cores", "CPU cores the run was pinned to"),
+    ("GPU idle", "share of the training epoch in which the GPU ran no training step (CUDA only)"),
     ("threads", "DALI num_threads or DataLoader num_workers"),
     ("load img/s", "loader alone, images per second"),
     ("epoch s", "training epoch wall time (median)"),
     ("train img/s", "training images per second"),
-    ("data wait", "share of the epoch blocked waiting for the next batch"),
+    ("host wait s", "host seconds per epoch blocked in next(loader) (not GPU idle time)"),
+    ("1st batch s", "first next(loader) of a training epoch"),
     ("CPU s/img load", "CPU seconds per image, loader alone (process tree)"),
     ("CPU s/img train", "CPU seconds per image while training (process tree)"),
-    ("GPU util", "mean GPU utilisation during training"),
+    ("GPU util", "mean NVML utilisation during training (counts the loader's own kernels)"),
     ("GPU mem GB", "peak device memory used during training"),
     ("× bound", "epoch time / no-loading bound's (1.00 = free loading)"),
     ("vs baseline", "baseline epoch time / this epoch time"),
@@ -47,16 +49,18 @@ def _cpu(x) -> str:
 def _row(r: dict) -> list[str]:
     name = "**bound**" if r["loader"] == "bound" else r["loader"]
     if r.get("status") != "ok":
-        return [name, str(r.get("cpus") or "—"), "—", "failed¹", *["—"] * 9]
+        return [name, str(r.get("cpus") or "—"), "—", "—", "failed¹", *["—"] * 10]
     gpu = r.get("gpu") or {}
     return [
         name,
         str(r.get("cpus") or "—"),
+        _f(None if r.get("gpu_idle_fraction") is None else 100 * r["gpu_idle_fraction"], ".1f", "%"),
         "—" if r.get("num_threads") is None else str(r["num_threads"]),
         _rate(r.get("load_images_per_s")),
         _sec(r.get("train_epoch_s")),
         _rate(r.get("train_images_per_s")),
-        _f(None if r.get("data_wait_fraction") is None else 100 * r["data_wait_fraction"], ".0f", "%"),
+        _sec(r.get("host_wait_s")),
+        _sec(r.get("first_batch_s")),
         _cpu(r.get("cpu_s_per_sample_load")),
         _cpu(r.get("cpu_s_per_sample_train")),
         _f(gpu.get("util_mean"), ".0f", "%"),

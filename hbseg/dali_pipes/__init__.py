@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 
 from .config import NO_AUGMENT, AugmentConfig, LoaderConfig, NormalizeConfig
+from .draw import SampleDraw, draw_sample, eval_draw, sample_matrix, to_opencv_matrix
 from .loader_base import Loader, epoch_order, num_batches
 
 _LAZY = {
@@ -20,11 +21,12 @@ _LAZY = {
     "cache_train_pipeline": "pipelines", "cache_eval_pipeline": "pipelines",
     "decode_pipeline": "pipelines",
     # pure graph functions on DataNodes
-    "clahe": "graph", "affine_matrix": "graph", "warp_pair": "graph",
+    "clahe": "graph", "resize_matrix": "graph", "warp_pair": "graph",
     "brightness_contrast": "graph", "normalize": "graph", "augment_pair": "graph",
-    "eval_pair": "graph", "to_opencv_matrix": "graph",
-    # external_source feeders
-    "EncodedFileSource": "sources", "CachedArraySource": "sources",
+    "eval_pair": "graph",
+    "clahe_like_opencv": "clahe",
+    # epoch-aware external_source callbacks
+    "FileSource": "sources", "CachedArraySource": "sources", "AugmentParams": "sources",
     # loaders
     "DaliLoader": "dali_loader", "DaliCacheLoader": "cache_loader",
     "CacheTooLargeError": "cache_loader", "dali_cache_or_fallback": "cache_loader",
@@ -38,6 +40,7 @@ _LAZY = {
 __all__ = [
     "AugmentConfig", "NormalizeConfig", "LoaderConfig", "NO_AUGMENT",
     "Loader", "epoch_order", "num_batches",
+    "SampleDraw", "draw_sample", "eval_draw", "sample_matrix", "to_opencv_matrix",
     *_LAZY,
 ]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,6 +25,7 @@ from hbseg.errors import ConfigError
 from .config import LoaderConfig
 from .dali_loader import (
     DaliLoader,
+    augment_params,
     check_mode,
     convert_pair,
     resolve_device,
@@ -33,8 +33,9 @@ from .dali_loader import (
     runtime_args,
     to_torch,
 )
-from .loader_base import EpochIterator, check_index
-from .sources import CachedArraySource, EncodedFileSource
+from .loader_base import check_index
+from .pipe_loader import PipelineLoader
+from .sources import CachedArraySource, FileSource
 
 __all__ = ["DaliCacheLoader", "CacheTooLargeError", "cache_bytes", "dali_cache_or_fallback"]
 
@@ -83,31 +84,47 @@ def check_fits(need: int, n: int, dali_device: str, device_id: int | None,
             "(decodes every epoch, needs no cache), fewer images, or a larger GPU")
 
 
-class DaliCacheLoader(EpochIterator):
+class DaliCacheLoader(PipelineLoader):
     """The ``dali-cache`` back-end, implementing the ``Loader`` protocol like ``DaliLoader``
-    (same ``epoch_order``, same graph, same outputs), after one decode of the whole index.
+    (same ``epoch_order``, same draws, same graph, same outputs), after one decode of the
+    whole index. One pipeline serves every epoch, as in ``DaliLoader``.
 
     ``headroom_bytes``: memory to keep free beside the cache (default: see ``check_fits``).
     """
 
     def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
                  device: str = "cuda", headroom_bytes: int | None = None):
+        from .pipelines import cache_eval_pipeline, cache_train_pipeline
+
         check_mode(mode, cfg)
         check_index(index)
         self.cfg, self.mode, self.device = cfg, mode, str(device)
-        self._dali_device, self._device_id = resolve_device(device)
+        self._dali_device, device_id = resolve_device(device)
+        self._device_id = device_id
         self.batch_size = cfg.batch_size
         self.cache_bytes = cache_bytes(index)
-        check_fits(self.cache_bytes, len(index), self._dali_device, self._device_id, headroom_bytes)
-        self._images, self._masks, self._shapes = self._decode_all(index)
-        self.num_samples = self._source(0).num_samples
+        check_fits(self.cache_bytes, len(index), self._dali_device, device_id, headroom_bytes)
+        images, masks, shapes = self._decode_all(index)
+        source = CachedArraySource([images, masks], cfg.batch_size,
+                                   params=augment_params(cfg, mode, shapes),
+                                   shuffle=mode == "train", seed=cfg.seed,
+                                   shard_id=cfg.shard_id, num_shards=cfg.num_shards)
+        rt = runtime_args(cfg, device_id)
+        if mode == "train":
+            pipe = cache_train_pipeline(source, device=self._dali_device, size=cfg.size,
+                                        aug=cfg.augment, norm=cfg.normalize, **rt)
+        else:
+            pipe = cache_eval_pipeline(source, device=self._dali_device, size=cfg.size,
+                                       aug=cfg.augment, norm=cfg.normalize,
+                                       full_res_mask=cfg.full_res_mask, **rt)
+        self._start(pipe, source, device_id)
 
     def _decode_all(self, index: pd.DataFrame):
         """One pass of the decode pipeline (mixed on a GPU) over every row, in index order."""
         from .pipelines import decode_pipeline
 
-        source = EncodedFileSource([index["image_path"], index["mask_path"]], self.cfg.batch_size,
-                                   shuffle=False)
+        source = FileSource([index["image_path"], index["mask_path"]], self.cfg.batch_size,
+                            shuffle=False)
         pipe = decode_pipeline(source, device=self._dali_device, batch_size=self.cfg.batch_size,
                                num_threads=max(1, self.cfg.num_threads),
                                device_id=self._device_id, seed=0)
@@ -131,36 +148,12 @@ class DaliCacheLoader(EpochIterator):
 
             torch.cuda.synchronize(self._device_id)
             ReleaseUnusedMemory()  # hand the decoder's pool back for training
-        shapes = np.array([im.shape[:2] for im in images], dtype=np.float32)
+        shapes = np.array([im.shape[:2] for im in images], dtype=np.float64)
         return images, masks, shapes
 
-    def _source(self, epoch: int) -> CachedArraySource:
-        c = self.cfg
-        return CachedArraySource([self._images, self._masks], self._shapes, c.batch_size,
-                                 shuffle=self.mode == "train", seed=c.seed, shard_id=c.shard_id,
-                                 num_shards=c.num_shards, epoch=epoch)
-
-    def _pipeline(self, source, epoch: int):
-        from .pipelines import cache_eval_pipeline, cache_train_pipeline
-
-        c = self.cfg
-        rt = runtime_args(c, self._device_id, epoch)
-        if self.mode == "train":
-            return cache_train_pipeline(source, device=self._dali_device, size=c.size, crop=c.crop,
-                                        aug=c.augment, norm=c.normalize, **rt)
-        return cache_eval_pipeline(source, device=self._dali_device, size=c.size, aug=c.augment,
-                                   norm=c.normalize, full_res_mask=c.full_res_mask, **rt)
-
-    def _epoch(self, epoch: int) -> Iterator:
-        source = self._source(epoch)
-        pipe = self._pipeline(source, epoch)
-        try:
-            pipe.build()
-            for _ in range(len(source)):
-                image, mask = pipe.run()
-                yield convert_pair(image, mask, self._device_id, self.cfg.full_res_mask)
-        finally:
-            del pipe
+    def _convert(self, outputs, k: int):
+        image, mask = outputs
+        return convert_pair(image, mask, self._device_id, self.cfg.full_res_mask)
 
 
 def dali_cache_or_fallback(index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",

@@ -1,15 +1,14 @@
 """The ``dali`` back-end: PNG files → DALI graph → torch tensors on the device.
 
-One DALI pipeline is built per epoch, seeded from ``(cfg.seed, epoch, shard_id)``: the same
-seed gives the same batches, and resuming at epoch ``e`` reproduces epoch ``e`` exactly.
-Samples come in ``epoch_order`` (shuffled in train mode, sharded for DDP); the last batch of
-a shard is partial, never dropped or padded. Building a pipeline costs well under a second,
-next to an epoch of decoding.
+One DALI pipeline is built per loader and serves every epoch of the run
+(:class:`~hbseg.dali_pipes.pipe_loader.PipelineLoader`). Samples come in ``epoch_order``
+(shuffled in train mode, sharded for DDP); the last batch of a shard is partial, never
+dropped or padded. Each sample's augmentation is drawn in numpy from ``(seed, epoch, row)``
+(:mod:`hbseg.dali_pipes.draw`), so the same seed gives the same batches, resuming at epoch
+``e`` reproduces epoch ``e`` exactly, and the torch back-end yields the same samples.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -17,10 +16,12 @@ import pandas as pd
 from hbseg.errors import ConfigError, DataError
 
 from .config import LoaderConfig
-from .loader_base import EpochIterator, check_index
-from .sources import EncodedFileSource
+from .loader_base import check_index
+from .pipe_loader import PipelineLoader
+from .sources import AugmentParams, FileSource
 
-__all__ = ["DaliLoader", "require_dali", "resolve_device", "pipeline_seed", "to_torch", "convert_pair", "run_batch", "runtime_args"]
+__all__ = ["DaliLoader", "require_dali", "resolve_device", "to_torch", "convert_pair", "run_batch",
+           "runtime_args", "index_shapes", "augment_params"]
 
 MODES = ("train", "eval")
 
@@ -53,12 +54,6 @@ def resolve_device(device: str) -> tuple[str, int | None]:
         idx = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
         return "gpu", idx
     raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-def pipeline_seed(seed: int, epoch: int, shard_id: int) -> int:
-    """A DALI seed (31 bits) that depends on the run's seed, the epoch and the shard only."""
-    ss = np.random.SeedSequence([int(seed), int(epoch), int(shard_id), 0xDA11])
-    return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def _gpu_to_torch(t, device_id: int):
@@ -99,7 +94,7 @@ def convert_pair(image, mask, device_id: int | None, full_res_mask: bool):
     return image, unpack_masks_torch(to_torch(mask, device_id))
 
 
-def _bad_file(source: EncodedFileSource, batches: range) -> DataError | None:
+def _bad_file(source: FileSource, batches: range) -> DataError | None:
     """Decode the files of ``batches`` with OpenCV to find the one DALI choked on."""
     from hbseg.data.images import read_gray_png
     from hbseg.data.masks import read_packed_png
@@ -117,21 +112,24 @@ def _bad_file(source: EncodedFileSource, batches: range) -> DataError | None:
     return None
 
 
-def run_batch(pipe, k: int, source: EncodedFileSource | None = None, lookahead: int = 2):
-    """``pipe.run()`` for batch ``k``; a DALI failure becomes a DataError naming the file.
+def run_batch(pipe, k: int, source=None, lookahead: int = 2, stream=None):
+    """``pipe.run(stream)`` for batch ``k``; a DALI failure becomes a DataError naming the file.
 
-    DALI's decoder errors name no sample, so the files of batch ``k`` (and of the batches
+    ``stream`` (torch's current CUDA stream on a GPU) makes the outputs asynchronous:
+    they are bound to it instead of being synchronised with the host. DALI's reader and
+    decoder errors name no sample, so the files of batch ``k`` (and of the batches
     prefetched after it) are decoded with OpenCV to find the culprit. When none fails
-    there, the DALI error is re-raised with the batch's files listed.
+    there, the DALI error is re-raised with the batch's files listed. ``StopIteration``
+    (the source ended the epoch) passes through.
     """
     try:
-        return pipe.run()
+        return pipe.run() if stream is None else pipe.run(stream)
     except RuntimeError as e:
-        if source is None:
+        if not isinstance(source, FileSource):
             raise
         bad = _bad_file(source, range(k, k + 1 + lookahead))
         if bad is not None:
-            raise DataError(f"DALI could not decode it ({bad.problem})", bad.path) from e
+            raise DataError(f"DALI could not read or decode it ({bad.problem})", bad.path) from e
         files = ", ".join(f[0] for f in source.batch_files(k)) if k < len(source) else "?"
         raise RuntimeError(f"{e}\n(batch {k} held: {files})") from e
 
@@ -143,61 +141,61 @@ def check_mode(mode: str, cfg: LoaderConfig) -> None:
         raise ConfigError("full_res_mask is for eval mode only (training needs equal-size masks)")
 
 
-def runtime_args(cfg: LoaderConfig, device_id: int | None, epoch: int) -> dict:
-    """DALI's runtime arguments for one epoch's pipeline, kept apart from the graph's:
-    the seed follows (seed, epoch, shard), so resuming at epoch e replays epoch e."""
+def runtime_args(cfg: LoaderConfig, device_id: int | None) -> dict:
+    """DALI's runtime arguments, kept apart from the graph's. The seed is fixed: the graph
+    draws nothing (every random value comes from ``draw``)."""
     return dict(batch_size=cfg.batch_size, num_threads=max(1, cfg.num_threads),
-                device_id=device_id, seed=pipeline_seed(cfg.seed, epoch, cfg.shard_id),
-                prefetch_queue_depth=max(1, cfg.prefetch))
+                device_id=device_id, seed=0, prefetch_queue_depth=max(1, cfg.prefetch))
 
 
-class DaliLoader(EpochIterator):
+def index_shapes(index: pd.DataFrame) -> np.ndarray:
+    """``[N, 2]`` (H, W) of every row: the cache index's columns, or the PNG headers."""
+    if {"height", "width"} <= set(index.columns):
+        return index[["height", "width"]].to_numpy(np.float64)
+    from hbseg.data.images import png_header
+
+    hw = [png_header(p) for p in index["image_path"]]
+    return np.array([[d["height"], d["width"]] for d in hw], np.float64)
+
+
+def augment_params(cfg: LoaderConfig, mode: str, shapes_hw: np.ndarray) -> AugmentParams:
+    return AugmentParams(cfg.augment, shapes_hw, cfg.size, cfg.crop if mode == "train" else None,
+                         train=mode == "train", seed=cfg.seed)
+
+
+class DaliLoader(PipelineLoader):
     """The ``dali`` back-end, implementing :class:`~hbseg.dali_pipes.loader_base.Loader`.
 
     ``index``: rows of the mask cache's index (``load_cache_index``). ``device``: ``"cpu"``
     (DALI on CPU threads) or ``"cuda[:N]"`` (``mixed`` decoding, GPU operators). Yields
     ``(image [B, 1, S, S] float, mask [B, 29, S, S] uint8 0/1)`` on ``device``; with
     ``cfg.full_res_mask`` (eval) the mask is a list of ``[29, H_i, W_i]``. Masks leave DALI
-    bit-packed and are unpacked on the device with torch bitwise ops.
+    bit-packed and are unpacked on the device with torch bitwise ops. The pipeline is
+    built here, once (``pipeline_build_s`` says how long it took).
     """
 
     def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
                  device: str = "cpu"):
+        from .pipelines import eval_pipeline, train_pipeline
+
         check_mode(mode, cfg)
         check_index(index)
         self.cfg, self.mode, self.device = cfg, mode, str(device)
-        self._dali_device, self._device_id = resolve_device(device)
+        dali_device, device_id = resolve_device(device)
         self.batch_size = cfg.batch_size
-        self._columns = [list(index["image_path"]), list(index["mask_path"])]
-        self.num_samples = self._source(0).num_samples
+        source = FileSource([index["image_path"], index["mask_path"]], cfg.batch_size,
+                            params=augment_params(cfg, mode, index_shapes(index)),
+                            shuffle=mode == "train", seed=cfg.seed, shard_id=cfg.shard_id,
+                            num_shards=cfg.num_shards)
+        rt = runtime_args(cfg, device_id)
+        if mode == "train":
+            pipe = train_pipeline(source, device=dali_device, size=cfg.size, aug=cfg.augment,
+                                  norm=cfg.normalize, **rt)
+        else:
+            pipe = eval_pipeline(source, device=dali_device, size=cfg.size, aug=cfg.augment,
+                                 norm=cfg.normalize, full_res_mask=cfg.full_res_mask, **rt)
+        self._start(pipe, source, device_id)
 
-    def _source(self, epoch: int) -> EncodedFileSource:
-        c = self.cfg
-        return EncodedFileSource(self._columns, c.batch_size, shuffle=self.mode == "train",
-                                 seed=c.seed, shard_id=c.shard_id, num_shards=c.num_shards,
-                                 epoch=epoch)
-
-    def _pipeline(self, source, epoch: int):
-        from .pipelines import eval_pipeline, train_pipeline
-
-        c = self.cfg
-        rt = runtime_args(c, self._device_id, epoch)
-        if self.mode == "train":
-            return train_pipeline(source, device=self._dali_device, size=c.size, crop=c.crop,
-                                  aug=c.augment, norm=c.normalize, **rt)
-        return eval_pipeline(source, device=self._dali_device, size=c.size, aug=c.augment,
-                             norm=c.normalize, full_res_mask=c.full_res_mask, **rt)
-
-    def _epoch(self, epoch: int) -> Iterator:
-        source = self._source(epoch)
-        pipe = self._pipeline(source, epoch)
-        try:
-            pipe.build()
-            for k in range(len(source)):
-                image, mask = run_batch(pipe, k, source, lookahead=self.cfg.prefetch)
-                yield self._convert(image, mask)
-        finally:
-            del pipe
-
-    def _convert(self, image, mask):
+    def _convert(self, outputs, k: int):
+        image, mask = outputs
         return convert_pair(image, mask, self._device_id, self.cfg.full_res_mask)

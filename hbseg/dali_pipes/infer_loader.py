@@ -8,25 +8,27 @@ can name it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from hbseg.errors import DataError
 
 from .config import NO_AUGMENT, AugmentConfig, NormalizeConfig
-from .dali_loader import pipeline_seed, resolve_device, run_batch, to_torch
-from .sources import EncodedFileSource
+from .dali_loader import resolve_device, to_torch
+from .pipe_loader import PipelineLoader
+from .sources import FileSource
 
 __all__ = ["DaliInferLoader"]
 
 
-class DaliInferLoader:
+class DaliInferLoader(PipelineLoader):
     """Yields ``(image [B, 1, size, size] float on device, orig_hw list[(h, w)], names list[str])``
     over ``image_paths`` in the order given; the last batch is partial. ``size=None`` keeps
-    full resolution: ``image`` is then a list of ``[1, H_i, W_i]`` tensors.
+    full resolution: ``image`` is then a list of ``[1, H_i, W_i]`` tensors. The pipeline is
+    built once; iterating again (another model, another TTA pass) reuses it.
 
     ``augment``: the training ``AugmentConfig``; only its CLAHE settings are used, applied
-    when ``clahe_p == 1`` (as in eval). ``device``: ``"cpu"`` or ``"cuda[:N]"``.
+    when ``clahe_in_eval`` says so (as in eval). ``device``: ``"cpu"`` or ``"cuda[:N]"``.
     """
 
     supports_full_res = True  # size=None
@@ -34,6 +36,8 @@ class DaliInferLoader:
     def __init__(self, image_paths: Sequence[str | Path], size: int | None = 512,
                  augment: AugmentConfig = NO_AUGMENT, normalize: NormalizeConfig = NormalizeConfig(),
                  batch_size: int = 4, device: str = "cpu", num_threads: int = 2, prefetch: int = 2):
+        from .pipelines import infer_pipeline
+
         self.image_paths = [str(p) for p in image_paths]
         if not self.image_paths:
             raise DataError("no images to predict (the list of image paths is empty)")
@@ -43,26 +47,16 @@ class DaliInferLoader:
         self.augment, self.normalize = augment, normalize
         self.batch_size, self.num_threads, self.prefetch = int(batch_size), num_threads, prefetch
         self.device = str(device)
-        self._dali_device, self._device_id = resolve_device(device)
-        self.num_samples = len(self.image_paths)
-
-    def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
-
-    def __iter__(self) -> Iterator:
-        from .pipelines import infer_pipeline
-
-        source = EncodedFileSource([self.image_paths], self.batch_size, shuffle=False)
-        pipe = infer_pipeline(source, device=self._dali_device, size=self.size, aug=self.augment,
+        dali_device, device_id = resolve_device(device)
+        source = FileSource([self.image_paths], self.batch_size, shuffle=False)
+        pipe = infer_pipeline(source, device=dali_device, size=self.size, aug=self.augment,
                               norm=self.normalize, batch_size=self.batch_size,
-                              num_threads=max(1, self.num_threads), device_id=self._device_id,
-                              seed=pipeline_seed(0, 0, 0), prefetch_queue_depth=max(1, self.prefetch))
-        try:
-            pipe.build()
-            for k in range(len(source)):
-                image, shape_hw = run_batch(pipe, k, source, lookahead=self.prefetch)
-                hw = [tuple(int(v) for v in shape_hw.at(i)) for i in range(len(shape_hw))]
-                image = to_torch(image, self._device_id, per_sample=self.size is None)
-                yield image, hw, source.names(k)
-        finally:
-            del pipe
+                              num_threads=max(1, self.num_threads), device_id=device_id,
+                              seed=0, prefetch_queue_depth=max(1, self.prefetch))
+        self._start(pipe, source, device_id)
+
+    def _convert(self, outputs, k: int):
+        image, shape_hw = outputs
+        hw = [tuple(int(v) for v in shape_hw.at(i)) for i in range(len(shape_hw))]
+        image = to_torch(image, self._device_id, per_sample=self.size is None)
+        return image, hw, self._source.names(k)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from hbseg.errors import DataError
 
-__all__ = ["Loader", "EpochIterator", "epoch_order", "num_batches", "check_index"]
+__all__ = ["Loader", "epoch_order", "num_batches", "check_index"]
 
 
 @runtime_checkable
@@ -60,34 +60,3 @@ def check_index(index: pd.DataFrame, columns=("image_path", "mask_path")) -> Non
                         "hbseg.data.load_cache_index(CACHE)")
     if len(index) == 0:
         raise DataError("the sample index is empty (no images to load)")
-
-
-class EpochIterator:
-    """The epoch bookkeeping that the DALI back-ends share: ``set_epoch`` picks the epoch,
-    ``iter()`` starts it afresh through ``self._epoch(epoch)`` (a generator), ``reset()``
-    drops a half-read one. Subclasses set ``num_samples``, ``batch_size`` and ``epoch``."""
-
-    num_samples: int
-    batch_size: int
-    epoch: int = 0
-    _active: Iterator | None = None
-
-    def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def reset(self) -> None:
-        """Drop a half-read epoch (and its pipeline); the next ``iter()`` starts afresh."""
-        if self._active is not None:
-            self._active.close()
-            self._active = None
-
-    def __iter__(self) -> Iterator:
-        self.reset()
-        self._active = self._epoch(self.epoch)
-        return self._active
-
-    def _epoch(self, epoch: int) -> Iterator:
-        raise NotImplementedError

@@ -1,17 +1,21 @@
-"""Thin ``@pipeline_def`` wrappers: a data source, decoding, then a graph from :mod:`graph`.
+"""Thin ``@pipeline_def`` wrappers: a data source, reading and decoding, then a graph from
+:mod:`graph`.
 
-Graph arguments (``source``, ``device``, ``size``, ``crop``, ``aug``, ``norm``…) are given
-with the call; runtime arguments (``batch_size``, ``num_threads``, ``device_id``, ``seed``,
+Graph arguments (``source``, ``device``, ``size``, ``aug``, ``norm``…) are given with the
+call; runtime arguments (``batch_size``, ``num_threads``, ``device_id``, ``seed``,
 ``prefetch_queue_depth``) go beside them and are taken by ``pipeline_def``::
 
-    pipe = train_pipeline(source, device="cpu", size=256, crop=None, aug=AugmentConfig(),
+    source = FileSource([images, masks], 4, params=AugmentParams(...), shuffle=True)
+    pipe = train_pipeline(source, device="cpu", size=256, aug=AugmentConfig(),
                           norm=NormalizeConfig(), batch_size=4, num_threads=2,
                           device_id=None, seed=0)
 
-``device="gpu"`` decodes ``mixed`` (DALI still parses PNG on CPU threads) and runs every
-pixel operator on the GPU; ``device="cpu"`` runs the same graph on CPU threads
-(``device_id=None``). Outputs: image ``[B, 1, H, W]`` float (CHW), packed mask
-``[B, H, W, 4]`` uint8.
+The sources (:mod:`sources`) are epoch-aware batch callbacks, so one pipeline serves a
+whole run: ``source.begin(epoch)``, run until ``StopIteration``, ``pipe.reset()``.
+``fn.io.file.read`` reads the files on DALI's threads. ``device="gpu"`` decodes ``mixed``
+(DALI still parses PNG on CPU threads) and runs every pixel operator on the GPU;
+``device="cpu"`` runs the same graph on CPU threads (``device_id=None``). Outputs: image
+``[B, 1, H, W]`` float (CHW), packed mask ``[B, H, W, 4]`` uint8.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 from nvidia.dali import fn, pipeline_def, types
 
 from .config import NO_AUGMENT, AugmentConfig, NormalizeConfig
-from .graph import augment_pair, eval_pair
+from .graph import augment_pair, eval_pair, resize_matrix
+from .sources import PARAM_OUTPUTS
 
 __all__ = [
     "train_pipeline", "eval_pipeline", "infer_pipeline",
@@ -27,6 +32,8 @@ __all__ = [
 ]
 
 DEVICES = ("cpu", "gpu")
+_PARAM_TYPES = {"matrix": (types.FLOAT, 2), "alpha": (types.FLOAT, 0), "beta": (types.FLOAT, 0),
+                "clahe": (types.BOOL, 0)}
 
 
 def _decoder_device(device: str) -> str:
@@ -35,48 +42,54 @@ def _decoder_device(device: str) -> str:
     return "mixed" if device == "gpu" else "cpu"
 
 
-def _read_pair(source, device: str):
-    """Encoded image + packed-mask bytes → decoded HWC uint8 pair and CPU ``[H, W]``."""
-    enc_image, enc_mask = fn.external_source(source=source, num_outputs=2, batch=True,
-                                             dtype=types.UINT8, ndim=1)
-    shape_hw = fn.peek_image_shape(enc_image, dtype=types.FLOAT)[0:2]
-    dec = _decoder_device(device)
-    image = fn.decoders.image(enc_image, device=dec, output_type=types.GRAY)
-    mask = fn.decoders.image(enc_mask, device=dec, output_type=types.ANY_DATA)
-    return image, mask, shape_hw
+def _decode(encoded, device: str, output_type):
+    return fn.decoders.image(encoded, device=_decoder_device(device), output_type=output_type)
 
 
-def _cached_pair(source, device: str):
-    """Decoded pixels from memory (GPU tensors or numpy) and CPU ``[H, W]``."""
+def _read_files(source, device: str, with_params: bool):
+    """Paths (and parameters) from ``source`` → decoded image, packed mask, parameter nodes."""
+    n_params = len(PARAM_OUTPUTS) if with_params else 0
+    dtypes = [types.UINT8, types.UINT8] + [_PARAM_TYPES[k][0] for k in PARAM_OUTPUTS[:n_params]]
+    ndims = [1, 1] + [_PARAM_TYPES[k][1] for k in PARAM_OUTPUTS[:n_params]]
+    outs = fn.external_source(source=source, num_outputs=2 + n_params, batch=True,
+                              batch_info=True, dtype=dtypes, ndim=ndims)
+    image_path, mask_path, params = outs[0], outs[1], outs[2:]
+    image = _decode(fn.io.file.read(image_path), device, types.GRAY)
+    mask = _decode(fn.io.file.read(mask_path), device, types.ANY_DATA)
+    return image, mask, params
+
+
+def _cached(source, device: str):
+    """Decoded pixels from memory (GPU tensors or numpy) and their parameter nodes."""
     _decoder_device(device)
-    image, mask = fn.external_source(source=source.pixels(), num_outputs=2, batch=True,
-                                     device=device, dtype=types.UINT8, ndim=3,
-                                     layout="HWC")
-    shape_hw = fn.external_source(source=source.shapes(), batch=True, device="cpu",
-                                  dtype=types.FLOAT, ndim=1)
-    return image, mask, shape_hw
+    image, mask = fn.external_source(source=source.pixels, num_outputs=2, batch=True,
+                                     batch_info=True, device=device, dtype=types.UINT8,
+                                     ndim=3, layout="HWC")
+    params = fn.external_source(source=source.params, num_outputs=len(PARAM_OUTPUTS), batch=True,
+                                batch_info=True, device="cpu",
+                                dtype=[_PARAM_TYPES[k][0] for k in PARAM_OUTPUTS],
+                                ndim=[_PARAM_TYPES[k][1] for k in PARAM_OUTPUTS])
+    return image, mask, params
 
 
 @pipeline_def(enable_conditionals=True)
-def train_pipeline(source, *, device: str = "cpu", size: int = 512, crop: int | None = None,
-                   aug: AugmentConfig = AugmentConfig(), norm: NormalizeConfig = NormalizeConfig(),
-                   return_matrix: bool = False):
-    """Training: ``source`` yields (image bytes, mask bytes) batches. Outputs image, packed
-    mask (and the 2x3 forward matrix per sample with ``return_matrix``, for tests)."""
-    image, mask, shape_hw = _read_pair(source, device)
-    image, mask, mt = augment_pair(image, mask, shape_hw, size=size, crop=crop, aug=aug, norm=norm)
-    return (image, mask, mt) if return_matrix else (image, mask)
+def train_pipeline(source, *, device: str = "cpu", size: int = 512,
+                   aug: AugmentConfig = AugmentConfig(), norm: NormalizeConfig = NormalizeConfig()):
+    """Training: ``source`` is a :class:`~hbseg.dali_pipes.sources.FileSource` over
+    (image, packed mask) paths with :class:`~hbseg.dali_pipes.sources.AugmentParams`.
+    Outputs the normalised image and the packed mask."""
+    image, mask, params = _read_files(source, device, with_params=True)
+    return augment_pair(image, mask, params, size=size, aug=aug, norm=norm)
 
 
 @pipeline_def(enable_conditionals=True)
-def cache_train_pipeline(source, *, device: str = "gpu", size: int = 512, crop: int | None = None,
+def cache_train_pipeline(source, *, device: str = "gpu", size: int = 512,
                          aug: AugmentConfig = AugmentConfig(),
-                         norm: NormalizeConfig = NormalizeConfig(), return_matrix: bool = False):
+                         norm: NormalizeConfig = NormalizeConfig()):
     """The training graph fed from decoded pixels in memory (a ``CachedArraySource``):
     no PNG decode at all. ``device="gpu"`` takes torch/cupy CUDA tensors."""
-    image, mask, shape_hw = _cached_pair(source, device)
-    image, mask, mt = augment_pair(image, mask, shape_hw, size=size, crop=crop, aug=aug, norm=norm)
-    return (image, mask, mt) if return_matrix else (image, mask)
+    image, mask, params = _cached(source, device)
+    return augment_pair(image, mask, params, size=size, aug=aug, norm=norm)
 
 
 @pipeline_def
@@ -85,8 +98,8 @@ def eval_pipeline(source, *, device: str = "cpu", size: int = 512,
                   full_res_mask: bool = False):
     """Eval: nothing random; image (linear) and mask (nearest) get the same resize, or the
     mask stays at its original size with ``full_res_mask``."""
-    image, mask, shape_hw = _read_pair(source, device)
-    return eval_pair(image, mask, shape_hw, size=size, aug=aug, norm=norm,
+    image, mask, params = _read_files(source, device, with_params=True)
+    return eval_pair(image, mask, params[0], size=size, aug=aug, norm=norm,
                      full_res_mask=full_res_mask)
 
 
@@ -94,28 +107,29 @@ def eval_pipeline(source, *, device: str = "cpu", size: int = 512,
 def cache_eval_pipeline(source, *, device: str = "gpu", size: int = 512,
                         aug: AugmentConfig = NO_AUGMENT, norm: NormalizeConfig = NormalizeConfig(),
                         full_res_mask: bool = False):
-    image, mask, shape_hw = _cached_pair(source, device)
-    return eval_pair(image, mask, shape_hw, size=size, aug=aug, norm=norm,
+    image, mask, params = _cached(source, device)
+    return eval_pair(image, mask, params[0], size=size, aug=aug, norm=norm,
                      full_res_mask=full_res_mask)
 
 
 @pipeline_def
 def infer_pipeline(source, *, device: str = "cpu", size: int | None = 512,
                    aug: AugmentConfig = NO_AUGMENT, norm: NormalizeConfig = NormalizeConfig()):
-    """Unlabelled images of any size: ``source`` yields (image bytes,) batches. Outputs the
+    """Unlabelled images of any size: ``source`` yields (image path,) batches. Outputs the
     normalised ``[B, 1, size, size]`` image (``size=None``: each at its own size) and each
     image's original ``[H, W]`` (int64)."""
-    (enc_image,) = fn.external_source(source=source, num_outputs=1, batch=True,
-                                      dtype=types.UINT8, ndim=1)
-    shape = fn.peek_image_shape(enc_image)
-    shape_hw = fn.cast(shape[0:2], dtype=types.FLOAT)
-    image = fn.decoders.image(enc_image, device=_decoder_device(device), output_type=types.GRAY)
-    image, _ = eval_pair(image, None, shape_hw, size=size, aug=aug, norm=norm)
+    (image_path,) = fn.external_source(source=source, num_outputs=1, batch=True, batch_info=True,
+                                       dtype=types.UINT8, ndim=1)
+    encoded = fn.io.file.read(image_path)
+    shape = fn.peek_image_shape(encoded)
+    image = _decode(encoded, device, types.GRAY)
+    matrix = None if size is None else resize_matrix(fn.cast(shape[0:2], dtype=types.FLOAT), size)
+    image, _ = eval_pair(image, None, matrix, size=size, aug=aug, norm=norm)
     return image, shape[0:2]
 
 
 @pipeline_def
 def decode_pipeline(source, *, device: str = "gpu"):
     """Decode (image, packed mask) files once, for the in-memory cache: HWC uint8 pairs."""
-    image, mask, _ = _read_pair(source, device)
+    image, mask, _ = _read_files(source, device, with_params=False)
     return image, mask

@@ -1,33 +1,72 @@
-"""``fn.external_source`` feeders: one epoch of one shard, in ``epoch_order``, batch by batch.
+"""Epoch-aware ``fn.external_source`` callbacks: one pipeline serves every epoch of a run.
 
-Each source is an iterable for ``external_source(source=..., batch=True)``: ``iter()``
-rewinds to the epoch's first batch and ``next()`` returns a tuple with one batch (a list
-of per-sample arrays) per output, then raises ``StopIteration`` after the shard's last,
-partial batch. The order comes from :func:`hbseg.dali_pipes.loader_base.epoch_order`, so
-every back-end reads the same samples in the same order; ``batch_indices(k)`` and
-``batch_files(k)`` say which rows (and files) batch ``k`` held, so that a decode error
-raised later inside DALI can name its file.
+Each source is a batch callback for ``external_source(batch=True, batch_info=True)``:
+DALI calls it with a :class:`nvidia.dali.types.BatchInfo` whose ``iteration`` is the batch
+index within the current epoch. The source answers with batch ``k`` of the epoch that the
+loader selected with :meth:`EpochSource.begin` (rows in ``epoch_order``, the shard's last
+batch partial) and raises ``StopIteration`` after it, which ends DALI's epoch;
+``pipe.reset()`` then starts the next one with the same pipeline.
+
+Nothing here reads a file: a file source hands DALI the *paths* (``fn.io.file.read`` reads
+the bytes on DALI's own threads) and the per-sample augmentation parameters of
+:mod:`hbseg.dali_pipes.draw`, so the training thread only launches work. The callbacks
+run in the thread that runs the pipeline and cost microseconds per batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hbseg.errors import DataError
 
+from .config import AugmentConfig
+from .draw import batch_params, draw_sample, eval_draw
 from .loader_base import epoch_order
 
-__all__ = ["EpochBatches", "EncodedFileSource", "CachedArraySource"]
+__all__ = ["EpochSource", "FileSource", "CachedArraySource", "AugmentParams", "encode_path",
+           "PARAM_OUTPUTS"]
+
+# The per-sample argument inputs a training/eval graph takes, in this order.
+PARAM_OUTPUTS = ("matrix", "alpha", "beta", "clahe")
 
 
-class EpochBatches:
-    """The batch plan shared by every source: which rows each batch of an epoch holds."""
+def encode_path(path: str) -> np.ndarray:
+    """A path as the 1-D uint8 array ``fn.io.file.read`` takes."""
+    return np.frombuffer(str(path).encode("utf-8"), dtype=np.uint8)
+
+
+class AugmentParams:
+    """Per-sample argument inputs for rows ``idx`` of ``epoch``: training draws
+    (:func:`draw_sample`) or the deterministic eval ones (:func:`eval_draw`)."""
+
+    def __init__(self, aug: AugmentConfig, shapes_hw: np.ndarray, size: int | None,
+                 crop: int | None, train: bool, seed: int):
+        self.aug, self.size, self.crop, self.train, self.seed = aug, size, crop, train, seed
+        self.shapes_hw = np.asarray(shapes_hw, dtype=np.float64).reshape(-1, 2)
+        self._eval = eval_draw(aug)
+
+    def __call__(self, epoch: int, idx: np.ndarray) -> list[list[np.ndarray]]:
+        if self.train:
+            draws = [draw_sample(self.aug, self.seed, epoch, int(i)) for i in idx]
+        else:
+            draws = [self._eval] * len(idx)
+        p = batch_params(draws, self.shapes_hw[idx], self.size, self.crop)
+        return [p[k] for k in PARAM_OUTPUTS]
+
+
+class EpochSource:
+    """The batch plan every source shares, and the epoch it serves.
+
+    ``begin(epoch)`` selects the epoch (call it before DALI asks for the epoch's first
+    batch); ``stop()`` makes the next request end the epoch early, so that a half-read
+    epoch is closed after the batches already in flight.
+    """
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 shard_id: int = 0, num_shards: int = 1, epoch: int = 0):
+                 shard_id: int = 0, num_shards: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if n < 1:
@@ -35,12 +74,16 @@ class EpochBatches:
         self.n, self.batch_size = n, batch_size
         self.shuffle, self.seed = shuffle, seed
         self.shard_id, self.num_shards = shard_id, num_shards
-        self.set_epoch(epoch)
+        self.begin(0)
 
-    def set_epoch(self, epoch: int) -> None:
+    def begin(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self.order = epoch_order(self.n, self.epoch, self.seed, self.shuffle,
                                  self.shard_id, self.num_shards)
+        self._stopped = False
+
+    def stop(self) -> None:
+        self._stopped = True
 
     @property
     def num_samples(self) -> int:
@@ -53,56 +96,36 @@ class EpochBatches:
         """Row indices of batch ``k`` (the last batch of a shard may be partial)."""
         return self.order[k * self.batch_size:(k + 1) * self.batch_size]
 
-
-class _BatchIterator:
-    """``iter()`` rewinds, ``next()`` makes batch ``k`` with ``make(indices)``."""
-
-    def __init__(self, plan: EpochBatches, make):
-        self.plan, self.make, self.k = plan, make, 0
-
-    def __iter__(self):
-        self.k = 0
-        return self
-
-    def __next__(self):
-        if self.k >= len(self.plan):
+    def _rows(self, info) -> np.ndarray:
+        k = info if isinstance(info, int) else info.iteration
+        if self._stopped or k >= len(self):
             raise StopIteration
-        idx = self.plan.batch_indices(self.k)
-        self.k += 1
-        return self.make(idx)
+        return self.batch_indices(k)
 
 
-def _read_bytes(path: str) -> np.ndarray:
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError("file not found", path) from None
-    except OSError as e:
-        raise DataError(f"cannot read file ({e.strerror})", path) from None
-    if data.size == 0:
-        raise DataError("empty file (0 bytes), expected a PNG", path)
-    return data
+class FileSource(EpochSource):
+    """Paths for one or more columns (image, packed mask), then the augmentation
+    parameters when ``params`` is given: outputs ``(*paths, *PARAM_OUTPUTS)``."""
 
-
-class EncodedFileSource(EpochBatches):
-    """Encoded file bytes (``np.fromfile`` uint8) for one or more path columns.
-
-    ``EncodedFileSource([image_paths, mask_paths], ...)`` feeds an
-    ``external_source(num_outputs=2)``; ``[image_paths]`` feeds ``num_outputs=1``.
-    """
-
-    def __init__(self, columns: Sequence[Sequence[str | Path]], batch_size: int, **plan):
+    def __init__(self, columns: Sequence[Sequence[str | Path]], batch_size: int, *,
+                 params: Callable[[int, np.ndarray], list] | None = None, **plan):
         self.columns = [[str(p) for p in col] for col in columns]
         lengths = {len(c) for c in self.columns}
         if len(lengths) != 1:
             raise ValueError(f"path columns differ in length: {sorted(lengths)}")
+        self._encoded = [[encode_path(p) for p in col] for col in self.columns]
+        self.params = params
         super().__init__(lengths.pop(), batch_size, **plan)
 
-    def _make(self, idx: np.ndarray) -> tuple[list[np.ndarray], ...]:
-        return tuple([_read_bytes(col[i]) for i in idx] for col in self.columns)
+    @property
+    def num_outputs(self) -> int:
+        return len(self.columns) + (len(PARAM_OUTPUTS) if self.params else 0)
 
-    def __iter__(self):
-        return iter(_BatchIterator(self, self._make))
+    def __call__(self, info) -> tuple[list[np.ndarray], ...]:
+        idx = self._rows(info)
+        paths = [[col[i] for i in idx] for col in self._encoded]
+        extra = self.params(self.epoch, idx) if self.params else []
+        return (*paths, *extra)
 
     def batch_files(self, k: int) -> list[tuple[str, ...]]:
         """``(image_path, mask_path, …)`` for each sample of batch ``k``."""
@@ -112,25 +135,26 @@ class EncodedFileSource(EpochBatches):
         return [Path(self.columns[column][i]).name for i in self.batch_indices(k)]
 
 
-class CachedArraySource(EpochBatches):
-    """Decoded arrays already in memory (torch CUDA tensors or numpy), plus their shapes.
+class CachedArraySource(EpochSource):
+    """Decoded arrays already in memory (torch CUDA tensors or numpy).
 
-    A pipeline needs pixels and shapes in different places (pixels on the GPU, the
-    ``[H, W]`` that drives the matrix on the CPU), so this source hands out two iterables
-    over the same batch plan: :meth:`pixels` (a tuple of one batch per array list) and
-    :meth:`shapes` (one batch of float32 ``[H, W]``).
+    Pixels and parameters live on different devices (pixels on the GPU, the argument
+    inputs on the CPU), so this source feeds two ``external_source`` nodes over the same
+    batch plan: :meth:`pixels` and :meth:`params`. DALI calls both for every batch.
     """
 
-    def __init__(self, arrays: Sequence[Sequence], shapes_hw: np.ndarray, batch_size: int, **plan):
+    def __init__(self, arrays: Sequence[Sequence], batch_size: int, *,
+                 params: Callable[[int, np.ndarray], list], **plan):
         self.arrays = [list(a) for a in arrays]
-        self.shapes_hw = np.asarray(shapes_hw, dtype=np.float32).reshape(-1, 2)
-        lengths = {len(a) for a in self.arrays} | {len(self.shapes_hw)}
+        lengths = {len(a) for a in self.arrays}
         if len(lengths) != 1:
-            raise ValueError(f"cached arrays and shapes differ in length: {sorted(lengths)}")
+            raise ValueError(f"cached arrays differ in length: {sorted(lengths)}")
+        self._params = params
         super().__init__(lengths.pop(), batch_size, **plan)
 
-    def pixels(self) -> _BatchIterator:
-        return _BatchIterator(self, lambda idx: tuple([a[i] for i in idx] for a in self.arrays))
+    def pixels(self, info) -> tuple[list, ...]:
+        idx = self._rows(info)
+        return tuple([a[i] for i in idx] for a in self.arrays)
 
-    def shapes(self) -> _BatchIterator:
-        return _BatchIterator(self, lambda idx: [self.shapes_hw[i] for i in idx])
+    def params(self, info) -> list[list[np.ndarray]]:
+        return self._params(self.epoch, self._rows(info))

@@ -1,13 +1,13 @@
-"""The plain PyTorch back-end: cv2 decode + albumentations in DataLoader workers.
+"""The plain PyTorch back-end: cv2 decode and augmentation in DataLoader workers.
 
 It is the reference the DALI graphs are checked against and the fallback where DALI is
-missing, so it follows ``AugmentConfig`` to the letter and reads samples in the order
-``epoch_order`` gives. Masks travel bit-packed ([H, W, 4] uint8, nearest-neighbour
-warps) from the workers to the device and are unpacked there: 4 bytes per pixel cross
-process and PCIe boundaries instead of 29.
-
-Reproducibility: every sample's augmentation RNG is seeded from (seed, epoch, sample
-index), so batches do not depend on the number of workers or on which worker ran them.
+missing. It reads samples in the order ``epoch_order`` gives and applies, with OpenCV, the
+very augmentation the DALI graph applies: the same draw of :mod:`hbseg.dali_pipes.draw`
+(a pure function of seed, epoch and row), the same 2x3 matrix, CLAHE, brightness/contrast
+and normalisation. Batches therefore do not depend on the number of workers, and the
+``dali`` and ``torch`` back-ends yield the same samples. Masks travel bit-packed
+([H, W, 4] uint8, nearest-neighbour warps) from the workers to the device and are unpacked
+there: 4 bytes per pixel cross process and PCIe boundaries instead of 29.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from hbseg.data.images import read_gray_png
 from hbseg.data.masks import read_packed_png, unpack_masks_torch
 from hbseg.errors import ConfigError, DataError
 
-from .config import LoaderConfig, clahe_in_eval
+from .config import AugmentConfig, LoaderConfig, NormalizeConfig
+from .draw import SampleDraw, draw_sample, eval_draw, sample_matrix, to_opencv_matrix
 from .loader_base import check_index, epoch_order, num_batches
 
-__all__ = ["TorchLoader", "EpochSampler", "build_transform", "sample_rngs"]
+__all__ = ["TorchLoader", "EpochSampler", "apply_draw", "warp_nearest"]
 
 MODES = ("train", "eval")
 
@@ -103,7 +104,7 @@ class Collate:
 
 def worker_init(worker_id: int) -> None:
     """Seed the global RNGs from torch's per-worker seed, for third-party code that
-    draws from them; hbseg's own augmentation draws come from ``sample_rngs`` instead.
+    draws from them; hbseg's own augmentation draws come from ``draw.draw_sample`` instead.
 
     OpenCV's thread count is deliberately left alone: ``cv2.setNumThreads`` in a forked
     worker tears down the thread pool inherited from the parent and deadlocks on its
@@ -113,12 +114,6 @@ def worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-
-
-def sample_rngs(seed: int, epoch: int, index: int) -> tuple[np.random.Generator, random.Random]:
-    """The augmentation RNGs of one sample in one epoch, independent of worker layout."""
-    ss = np.random.SeedSequence([int(seed), int(epoch), int(index)])
-    return np.random.default_rng(ss), random.Random(int(ss.generate_state(1, np.uint64)[0]))
 
 
 def check_mode(mode: str, cfg: LoaderConfig) -> None:
@@ -199,47 +194,41 @@ class LoaderBase:
 # --------------------------------------------------------------------------- torch back-end
 
 
-def build_transform(cfg: LoaderConfig, mode: str):
-    """The albumentations pipeline for one mode, omitting steps whose p is 0.
+def warp_nearest(packed: np.ndarray, mt: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour warp of an HWC uint8 mask by a forward 2x3 matrix in DALI's
+    convention: each destination pixel centre, mapped back in float32, takes the source
+    pixel that contains it (floor); 0 outside. ``cv2.warpAffine`` quantises coordinates to
+    1/32 px and so breaks the many exact ties of a resize differently from DALI."""
+    inv = np.linalg.inv(np.vstack([np.asarray(mt, np.float64).reshape(2, 3), [0.0, 0.0, 1.0]]))
+    inv = inv.astype(np.float32)
+    centres = np.arange(size, dtype=np.float32) + np.float32(0.5)
+    xs, ys = centres[None, :], centres[:, None]
+    sx = np.floor(inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]).astype(np.int64)
+    sy = np.floor(inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]).astype(np.int64)
+    h, w = packed.shape[:2]
+    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+    out = packed[np.clip(sy, 0, h - 1), np.clip(sx, 0, w - 1)]
+    out[~inside] = 0
+    return out
 
-    CLAHE → shift/scale/rotate → (random crop →) resize → flip → brightness/contrast →
-    normalise. Eval keeps only what is deterministic: CLAHE when ``clahe_in_eval(clahe_p)``,
-    resize and normalise. Masks are warped nearest-neighbour, borders filled with 0.
-    """
-    import albumentations as A
 
-    aug, norm, size = cfg.augment, cfg.normalize, cfg.size
-    train = mode == "train"
-    steps: list = []
-    clahe_p = aug.clahe_p if train else (1.0 if clahe_in_eval(aug.clahe_p) else 0.0)
-    if clahe_p > 0:
-        steps.append(A.CLAHE(clip_limit=(aug.clahe_clip_limit, aug.clahe_clip_limit),
-                             tile_grid_size=tuple(aug.clahe_tile_grid), p=clahe_p))
-    if train and aug.ssr_p > 0:
-        # ShiftScaleRotate's meaning, written as Affine (ShiftScaleRotate is deprecated)
-        steps.append(A.Affine(
-            translate_percent=(-aug.shift_limit, aug.shift_limit),
-            scale=(1.0 - aug.scale_limit, 1.0 + aug.scale_limit),
-            rotate=(-aug.rotate_limit, aug.rotate_limit),
-            interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
-            border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=aug.ssr_p,
-        ))
-    if train and cfg.crop is not None:
-        steps.append(A.RandomCrop(cfg.crop, cfg.crop, pad_if_needed=True,
-                                  border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0))
-    # NEAREST_EXACT samples pixel centres, like the linear image resize; plain NEAREST
-    # would shift the mask by (scale - 1) / 2 source pixels against the image.
-    steps.append(A.Resize(size, size, interpolation=cv2.INTER_LINEAR,
-                          mask_interpolation=cv2.INTER_NEAREST_EXACT))
-    if train and aug.hflip_p > 0:
-        steps.append(A.HorizontalFlip(p=aug.hflip_p))
-    if train and aug.brightness_contrast_p > 0:
-        steps.append(A.RandomBrightnessContrast(
-            brightness_limit=aug.brightness_limit, contrast_limit=aug.contrast_limit,
-            p=aug.brightness_contrast_p,
-        ))
-    steps.append(A.Normalize(mean=norm.mean, std=norm.std, max_pixel_value=255.0))
-    return A.Compose(steps)
+def apply_draw(image: np.ndarray, packed: np.ndarray | None, d: SampleDraw, aug: AugmentConfig,
+               norm: NormalizeConfig, size: int, crop: int | None):
+    """One sample through the graph's steps, with OpenCV: CLAHE → warp by ``d``'s matrix
+    (linear image, nearest packed mask, 0 outside) → brightness/contrast → normalise.
+    Returns ``(float32 [H, W] normalised image, packed mask or None)``."""
+    if d.clahe:
+        tx, ty = aug.clahe_tile_grid
+        image = cv2.createCLAHE(clipLimit=aug.clahe_clip_limit, tileGridSize=(tx, ty)).apply(image)
+    mt = sample_matrix(d, image.shape, size, crop)
+    image = cv2.warpAffine(image, to_opencv_matrix(mt), dsize=(size, size), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if packed is not None:
+        packed = warp_nearest(packed, mt, size)
+    if d.alpha != 1.0 or d.beta != 0.0:
+        image = np.clip(np.rint(image * np.float32(d.alpha) + np.float32(d.beta * 255.0)), 0, 255)
+    image = (image.astype(np.float32) / 255.0 - norm.mean) / norm.std
+    return image, packed
 
 
 class TorchDataset(Dataset):
@@ -251,7 +240,7 @@ class TorchDataset(Dataset):
         self.cfg, self.mode = cfg, mode
         self.full_res = cfg.full_res_mask
         self.half = cfg.normalize.dtype == "float16"
-        self.transform = build_transform(cfg, mode)
+        self._eval = eval_draw(cfg.augment)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -268,15 +257,13 @@ class TorchDataset(Dataset):
             return SampleFailure(f"mask is {packed.shape[1]}x{packed.shape[0]} but its image is "
                                  f"{image.shape[1]}x{image.shape[0]}; rebuild the mask cache",
                                  self.masks[i])
-        if self.mode == "train":
-            self.transform.set_random_state(*sample_rngs(self.cfg.seed, epoch, i))
-        if self.full_res:
-            out = self.transform(image=image)
-            mask = packed
-        else:
-            out = self.transform(image=image, mask=packed)
-            mask = out["mask"]
-        img = torch.from_numpy(np.ascontiguousarray(out["image"], dtype=np.float32)).unsqueeze(0)
+        c = self.cfg
+        train = self.mode == "train"
+        d = draw_sample(c.augment, c.seed, epoch, i) if train else self._eval
+        image, warped = apply_draw(image, None if self.full_res else packed, d, c.augment,
+                                   c.normalize, c.size, c.crop if train else None)
+        mask = packed if self.full_res else warped
+        img = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
         return (img.half() if self.half else img), torch.from_numpy(np.ascontiguousarray(mask))
 
 

@@ -63,8 +63,11 @@ def cache(root: Path, cache_dir: Path | None, exclude_file: Path | None, no_defa
 @cli.command()
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@click.option("--fold-split", type=click.Choice(["seeded", "groupkfold", "groupkfold-legacy"]),
+              default="seeded", show_default=True,
+              help="Folds to count, as hbseg-train --split deals them.")
 @debug_option
-def check(root: Path, split: str, debug: bool) -> None:
+def check(root: Path, split: str, fold_split: str, debug: bool) -> None:
     """Validate every image (and JSON, for train) without writing anything."""
     from tqdm.auto import tqdm
 
@@ -76,6 +79,10 @@ def check(root: Path, split: str, debug: bool) -> None:
         img = read_gray_png(row.image_path)
         if split == "train":
             read_polygons(row.json_path, img.shape[1], img.shape[0])
+    if split == "train":
+        from hbseg.data.split import apply_split
+
+        df = apply_split(df, fold_split, resolve_split(root, split))
     per_fold = df.groupby("fold").size().to_dict()
     click.echo(f"{len(df)} images from {df['id'].nunique()} patients are valid; images per fold: {per_fold}")
 

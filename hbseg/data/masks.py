@@ -12,7 +12,7 @@ from .classes import NUM_CLASSES
 
 __all__ = [
     "PACKED_CHANNELS", "pack_masks", "unpack_masks", "unpack_masks_torch",
-    "write_packed_png", "read_packed_png",
+    "encode_packed_png", "write_packed_png", "read_packed_png",
 ]
 
 PACKED_CHANNELS = 4
@@ -59,18 +59,29 @@ def unpack_masks_torch(packed, num_classes: int = NUM_CLASSES, dtype=None):
     return out if dtype is None else out.to(dtype)
 
 
-def write_packed_png(path, packed: np.ndarray) -> None:
-    """Write [H, W, 4] packed bits as an RGBA PNG, channel k in file channel k.
+def encode_packed_png(packed: np.ndarray, compression: int = 3) -> bytes:
+    """[H, W, 4] packed bits → the bytes of an RGBA PNG, channel k in file channel k.
 
     OpenCV writes 4-channel arrays as BGRA, so channels 0 and 2 are swapped on the way
-    out; DALI, Pillow and ``read_packed_png`` then all see the bytes in the same order.
+    out; DALI, Pillow, browsers and ``read_packed_png`` then all see the bytes in the same
+    order. ``compression`` 6 makes files about 2.5x smaller than 3 for 30 % more time.
     """
     import cv2
 
-    ok, buf = cv2.imencode(".png", packed[..., [2, 1, 0, 3]], [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buf = cv2.imencode(".png", packed[..., [2, 1, 0, 3]], [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:
-        raise OSError(f"could not encode packed mask for {path}")
-    buf.tofile(str(path))
+        raise OSError("could not encode packed mask")
+    return buf.tobytes()
+
+
+def write_packed_png(path, packed: np.ndarray) -> None:
+    """Write [H, W, 4] packed bits as an RGBA PNG (see ``encode_packed_png``)."""
+    try:
+        data = encode_packed_png(packed)
+    except OSError:
+        raise OSError(f"could not encode packed mask for {path}") from None
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def read_packed_png(path) -> np.ndarray:

@@ -70,6 +70,8 @@ def _summary_line(s: dict) -> str:
               help='JSON {"class": threshold}; classes left out use --threshold.')
 @click.option("--min-size", default=0, show_default=True, type=click.IntRange(0),
               help="Drop connected components smaller than this many pixels, per class.")
+@click.option("--min-sizes", "min_sizes_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help='JSON {"class": pixels} (hbseg-tune\'s min_sizes.json); classes left out use --min-size.')
 @click.option("--save-probs", default=None, type=click.Path(file_okay=False),
               help="Also write float16 [29, H, W] probability maps (<stem>.npy, ~240 MB for 2048²) "
                    "here, for soft voting with hbseg-ensemble --probs.")
@@ -81,8 +83,8 @@ def _summary_line(s: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @debug_option
 def infer(checkpoints, weights, data, out, device, batch_size, loader, window, stride, sigma, tta,
-          scales, threshold, thresholds_file, min_size, save_probs, overlays, overlay_size, no_amp,
-          quiet, debug) -> None:
+          scales, threshold, thresholds_file, min_size, min_sizes_file, save_probs, overlays,
+          overlay_size, no_amp, quiet, debug) -> None:
     """Segment the 29 bones of every radiograph under --data into a submission CSV."""
     from .config import InferConfig
     from .infer import run_inference
@@ -91,7 +93,8 @@ def infer(checkpoints, weights, data, out, device, batch_size, loader, window, s
         checkpoints=tuple(checkpoints), data=str(data), out=str(out), weights=weights,
         device=device, batch_size=batch_size, window=window, stride=stride, sigma=sigma,
         tta_hflip="hflip" in tta, scales=scales, threshold=threshold,
-        thresholds_file=thresholds_file, min_size=min_size, save_probs=save_probs,
+        thresholds_file=thresholds_file, min_size=min_size, min_sizes_file=min_sizes_file,
+        save_probs=save_probs,
         overlays=overlays, overlay_max_side=overlay_size, loader=loader,
         amp=False if no_amp else None, progress=not quiet,
     )
@@ -99,29 +102,48 @@ def infer(checkpoints, weights, data, out, device, batch_size, loader, window, s
 
 
 @click.command(context_settings=_CTX)
-@click.option("--pred", required=True, type=click.Path(exists=True, dir_okay=False), help="Submission CSV.")
+@click.option("--pred", "preds", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Submission CSV; repeat to score several models (side by side in --report).")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
               help="Data root (uses train/) or a labelled split folder.")
 @click.option("--ids", default=None, help="Only these patient IDs, comma-separated (ID001,ID002).")
 @click.option("--fold", default=None, type=click.IntRange(0), help="Only this fold's images.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
-              help="Result file, .json or .csv [default: <pred>.eval.json].")
+              help="Result file, .json or .csv, with one --pred [default: <pred>.eval.json].")
+@click.option("--report", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Also write an HTML report here: images sorted by Dice, ground truth and "
+                   "predictions overlaid, per-bone toggles; open DIR/index.html in a browser.")
+@click.option("--report-size", default=1024, show_default=True, type=click.IntRange(64),
+              help="Longest side of the report's radiographs before zooming to full resolution.")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: every core].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @debug_option
-def evaluate(pred, data, ids, fold, out, workers, quiet, debug) -> None:
+def evaluate(preds, data, ids, fold, out, report, report_size, workers, quiet, debug) -> None:
     """Per-class and mean Dice of --pred against the JSON ground truth, at original size."""
     from .config import EvalConfig
     from .evaluate import evaluate as run_eval
     from .evaluate import format_table, write_result
 
+    if out and len(preds) > 1:
+        raise click.UsageError("--out takes one --pred; with several, each writes <pred>.eval.json")
     id_list = tuple(i.strip() for i in ids.split(",") if i.strip()) if ids else None
-    cfg = EvalConfig(pred=str(pred), data=str(data), out=out, ids=id_list, fold=fold,
-                     workers=workers, progress=not quiet)
-    result = run_eval(cfg)
-    click.echo(format_table(result))
-    path = write_result(result, cfg.out_path)
-    click.echo(f"wrote {path}")
+    for pred in preds:
+        cfg = EvalConfig(pred=str(pred), data=str(data), out=out, ids=id_list, fold=fold,
+                         workers=workers, progress=not quiet)
+        result = run_eval(cfg)
+        if len(preds) > 1:
+            click.echo(f"{pred}:")
+        click.echo(format_table(result))
+        path = write_result(result, cfg.out_path)
+        click.echo(f"wrote {path}")
+    if report is not None:
+        from hbseg.report import ReportConfig, build_report
+
+        s = build_report(ReportConfig(preds=tuple(map(str, preds)), data=str(data), out=str(report),
+                                      ids=id_list, fold=fold, display_size=report_size,
+                                      workers=workers, progress=not quiet))
+        click.echo(f"wrote {s['out']}/index.html: {s['images']} images, {len(s['models'])} "
+                   f"model(s), {s['bytes'] / 1e6:.1f} MB")
 
 
 @click.command(context_settings=_CTX)
@@ -142,12 +164,18 @@ def evaluate(pred, data, ids, fold, out, workers, quiet, debug) -> None:
               help='Soft vote: JSON {"class": threshold}.')
 @click.option("--min-size", default=0, show_default=True, type=click.IntRange(0),
               help="Drop connected components smaller than this many pixels, per class.")
+@click.option("--min-sizes", "min_sizes_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help='JSON {"class": pixels} (hbseg-tune\'s min_sizes.json); classes left out use --min-size.')
+@click.option("--class-weights", "class_weights_file", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help='Soft vote: JSON {"class": [weight per --probs folder]} (hbseg-tune\'s '
+                   'weights.json); classes left out use --weights.')
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Soft vote: where to average.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @debug_option
 def ensemble(csvs, probs, out, min_votes, weights, data, size, threshold, thresholds_file, min_size,
-             device, quiet, debug) -> None:
+             min_sizes_file, class_weights_file, device, quiet, debug) -> None:
     """Hard-vote submission CSVs, or soft-vote --probs folders, into one submission."""
     from .config import EnsembleConfig
     from .ensemble import run_ensemble
@@ -156,7 +184,9 @@ def ensemble(csvs, probs, out, min_votes, weights, data, size, threshold, thresh
         raise click.UsageError("give CSVs (hard vote) or --probs folders (soft vote), not both")
     cfg = EnsembleConfig(out=str(out), csvs=tuple(csvs), probs=tuple(probs), min_votes=min_votes,
                          weights=weights, data=data, size=size, threshold=threshold,
-                         thresholds_file=thresholds_file, min_size=min_size, progress=not quiet)
+                         thresholds_file=thresholds_file, min_size=min_size,
+                         min_sizes_file=min_sizes_file, class_weights_file=class_weights_file,
+                         progress=not quiet)
     s = run_ensemble(cfg, device)
     click.echo(f"wrote {s['out']}: {s['images']} images, {s['mode']} vote of {s['members']} members")
 

@@ -48,6 +48,7 @@ class InferConfig(_Base):
     threshold: float = 0.5
     thresholds_file: str | None = None  # {class: thr}; classes left out use ``threshold``
     min_size: int = 0
+    min_sizes_file: str | None = None  # {class: pixels}; classes left out use ``min_size``
     save_probs: str | None = None
     overlays: str | None = None
     overlay_max_side: int = 1024
@@ -116,14 +117,18 @@ class EnsembleConfig(_Base):
     threshold: float = 0.5
     thresholds_file: str | None = None
     min_size: int = 0
+    min_sizes_file: str | None = None
+    class_weights_file: str | None = None  # soft vote: {class: [weight per member]}
     progress: bool = True
 
     def __post_init__(self) -> None:
         if bool(self.csvs) == bool(self.probs):
             raise ConfigError("give either submission CSVs (hard vote) or --probs folders (soft vote)")
         n = len(self.csvs) or len(self.probs)
-        if self.csvs and (self.weights is not None or self.thresholds_file is not None):
-            raise ConfigError("--weights and --thresholds apply to a soft vote of --probs folders")
+        if self.csvs and (self.weights is not None or self.thresholds_file is not None
+                          or self.class_weights_file is not None):
+            raise ConfigError("--weights, --class-weights and --thresholds apply to a soft vote "
+                              "of --probs folders")
         if self.probs and self.min_votes is not None:
             raise ConfigError("--min-votes applies to a hard vote of CSVs")
         if n < 2:

@@ -23,6 +23,9 @@ from hbseg.progress import bar_disabled
 from .config import EnsembleConfig, config_path, save_config
 from .csv_io import Submission, SubmissionWriter, read_submission
 from .postprocess import (
+    _check_classes,
+    _read_class_json,
+    load_min_sizes,
     load_thresholds,
     postprocess,
     remove_small_objects,
@@ -31,7 +34,30 @@ from .postprocess import (
 )
 from .rle import encode_masks
 
-__all__ = ["hard_vote", "soft_vote", "run_ensemble", "read_probs_index"]
+__all__ = ["hard_vote", "soft_vote", "run_ensemble", "read_probs_index", "load_class_weights"]
+
+
+def _min_sizes(cfg: EnsembleConfig, class_names) -> tuple[int, ...]:
+    if not cfg.min_sizes_file:
+        return resolve_min_sizes(cfg.min_size, class_names)
+    per_class = load_min_sizes(cfg.min_sizes_file, class_names)
+    return resolve_min_sizes({c: per_class.get(c, cfg.min_size) for c in class_names}, class_names)
+
+
+def load_class_weights(path: str | Path, class_names, members: int) -> dict[str, list[float]]:
+    """Read ``{"class name": [weight per member], …}`` (hbseg-tune's weights.json). A weight
+    may be 0 (that member sits the class out); each class's weights must sum above 0."""
+    path = Path(path)
+    doc = _read_class_json(path, "weights")
+    _check_classes(doc, class_names, path, "weights")
+    for k, v in doc.items():
+        ok = (isinstance(v, list) and len(v) == members
+              and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v)
+              and sum(v) > 0)
+        if not ok:
+            raise ConfigError(f"weights for {k!r} are {v!r}; expected {members} numbers >= 0, "
+                              "not all 0 (one per --probs folder, in order)", path)
+    return {k: [float(x) for x in v] for k, v in doc.items()}
 
 
 def _same_images(names: list[str], others: dict[Path, list[str]], first: Path) -> None:
@@ -68,7 +94,7 @@ def hard_vote(cfg: EnsembleConfig) -> dict:
     _same_images(names, {s.path: s.images for s in subs[1:]}, subs[0].path)
     sizes = _sizes(cfg, names)
     k = cfg.votes_needed
-    min_sizes = resolve_min_sizes(cfg.min_size, CLASSES)
+    min_sizes = _min_sizes(cfg, CLASSES)
     with SubmissionWriter(cfg.out, CLASSES) as w:
         for name in tqdm(names, desc="voting", unit="img", disable=bar_disabled(cfg.progress)):
             h, wd = sizes[name]
@@ -123,21 +149,31 @@ def soft_vote(cfg: EnsembleConfig, device: str = "cpu") -> dict:
     weights = np.asarray(cfg.weights or [1.0] * len(folders), dtype=np.float64)
     if (weights <= 0).any():
         raise ConfigError(f"--weights must be positive, got {list(weights)}")
-    weights = weights / weights.sum()
+    # [members, classes]: a weight per member and class, each class's column summing to 1
+    table = np.repeat(weights[:, None], len(class_names), axis=1)
+    if cfg.class_weights_file:
+        per_class = load_class_weights(cfg.class_weights_file, class_names, len(folders))
+        for c, name in enumerate(class_names):
+            if name in per_class:
+                table[:, c] = per_class[name]
+    table = table / table.sum(0, keepdims=True)
     thr: float | dict = cfg.threshold
     if cfg.thresholds_file:
         thr = load_thresholds(cfg.thresholds_file, class_names)
     thresholds = resolve_thresholds(thr, class_names, default=cfg.threshold)
-    min_sizes = resolve_min_sizes(cfg.min_size, class_names)
+    min_sizes = _min_sizes(cfg, class_names)
     with SubmissionWriter(cfg.out, class_names) as w:
         for name in tqdm(names, desc="soft voting", unit="img", disable=bar_disabled(cfg.progress)):
             acc = None
-            for f, d, wt in zip(folders, docs, weights, strict=True):
+            for f, d, wt in zip(folders, docs, table, strict=True):
                 entry = d["images"][name]
                 p = torch.from_numpy(_load_probs(f, entry, len(class_names))).to(device).float()
-                acc = p * float(wt) if acc is None else acc.add_(p, alpha=float(wt))
+                p.mul_(torch.as_tensor(wt, dtype=p.dtype, device=p.device).view(-1, 1, 1))
+                acc = p if acc is None else acc.add_(p)
             w.write(name, encode_masks(postprocess(acc, thresholds, min_sizes)))
-    return {"images": len(names), "members": len(folders), "weights": weights.tolist()}
+    return {"images": len(names), "members": len(folders),
+            "weights": (weights / weights.sum()).tolist(),
+            "class_weights": bool(cfg.class_weights_file)}
 
 
 def run_ensemble(cfg: EnsembleConfig, device: str = "cpu") -> dict:

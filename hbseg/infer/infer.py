@@ -99,7 +99,7 @@ def run_inference(cfg: InferConfig) -> dict:
     """
     from tqdm.auto import tqdm
 
-    from .postprocess import load_thresholds
+    from .postprocess import load_min_sizes, load_thresholds
 
     out = Path(cfg.out)
     if out.is_dir():
@@ -112,10 +112,16 @@ def run_inference(cfg: InferConfig) -> dict:
 
         per_class = load_thresholds(cfg.thresholds_file, CLASSES)
         thresholds = {c: per_class.get(c, cfg.threshold) for c in CLASSES}
+    min_size: int | dict = cfg.min_size
+    if cfg.min_sizes_file:
+        from hbseg.data.classes import CLASSES
+
+        per_class_min = load_min_sizes(cfg.min_sizes_file, CLASSES)
+        min_size = {c: per_class_min.get(c, cfg.min_size) for c in CLASSES}
     predictor = Predictor(
         list(cfg.checkpoints), weights=cfg.weights, device=cfg.device, window=cfg.window,
         stride=cfg.stride, sigma=cfg.sigma, tta_hflip=cfg.tta_hflip, scales=cfg.scales,
-        thresholds=thresholds, min_size=cfg.min_size, batch_size=cfg.batch_size, amp=cfg.amp,
+        thresholds=thresholds, min_size=min_size, batch_size=cfg.batch_size, amp=cfg.amp,
     )
     probs_dir = check_writable_dir(cfg.save_probs) if cfg.save_probs else None
     overlay_dir = check_writable_dir(cfg.overlays) if cfg.overlays else None

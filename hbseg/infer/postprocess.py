@@ -21,7 +21,7 @@ from hbseg.data.classes import CLASSES
 from hbseg.errors import ConfigError
 
 __all__ = [
-    "load_thresholds", "resolve_thresholds", "resolve_min_sizes", "binarize",
+    "load_thresholds", "load_min_sizes", "resolve_thresholds", "resolve_min_sizes", "binarize",
     "remove_small_objects", "postprocess",
 ]
 
@@ -36,24 +36,42 @@ def _check_classes(keys, class_names: Sequence[str], path: Path | None, what: st
             raise ConfigError(f"{what}: unknown class {k!r}{hint}", path)
 
 
-def load_thresholds(path: str | Path, class_names: Sequence[str] = CLASSES) -> dict[str, float]:
-    """Read ``{"class name": threshold, …}``; classes left out keep the global threshold."""
-    path = Path(path)
+def _read_class_json(path: Path, what: str) -> dict:
+    """A JSON object keyed by class name (thresholds.json, min_sizes.json, weights.json)."""
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError("thresholds file not found", path) from None
+        raise ConfigError(f"{what} file not found", path) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read thresholds file ({e})", path) from None
+        raise ConfigError(f"cannot read {what} file ({e})", path) from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path) from None
     if not isinstance(doc, dict):
-        raise ConfigError('expected an object {"class name": threshold, ...}', path)
+        raise ConfigError(f'expected an object {{"class name": {what[:-1]}, ...}}', path)
+    return doc
+
+
+def load_thresholds(path: str | Path, class_names: Sequence[str] = CLASSES) -> dict[str, float]:
+    """Read ``{"class name": threshold, …}``; classes left out keep the global threshold."""
+    path = Path(path)
+    doc = _read_class_json(path, "thresholds")
     _check_classes(doc, class_names, path, "thresholds")
     for k, v in doc.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
             raise ConfigError(f"threshold for {k!r} is {v!r}; expected a number in (0, 1)", path)
     return {k: float(v) for k, v in doc.items()}
+
+
+def load_min_sizes(path: str | Path, class_names: Sequence[str] = CLASSES) -> dict[str, int]:
+    """Read ``{"class name": pixels, …}`` (hbseg-tune's min_sizes.json); classes left out
+    keep the global ``--min-size``."""
+    path = Path(path)
+    doc = _read_class_json(path, "min_sizes")
+    _check_classes(doc, class_names, path, "min_sizes")
+    for k, v in doc.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
+            raise ConfigError(f"minimum size for {k!r} is {v!r}; expected a whole number >= 0", path)
+    return {k: int(v) for k, v in doc.items()}
 
 
 def resolve_thresholds(
@@ -114,6 +132,25 @@ def _warn_no_cupy() -> None:
                   "(pip install 'hbseg[cuda12]' for cupy)", stacklevel=3)
 
 
+class _StreamRef:
+    """A raw CUDA stream handle behind the CUDA stream protocol (``__cuda_stream__``), so
+    cupy can wrap torch's stream whatever torch's version implements."""
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr = int(ptr)
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return (0, self.ptr)
+
+
+def _cupy_stream(cp, ptr: int):
+    """cupy's view of the stream ``ptr``: ``Stream.from_external`` (cupy >= 14, where
+    ``ExternalStream`` is deprecated), else ``ExternalStream``."""
+    if hasattr(cp.cuda.Stream, "from_external"):
+        return cp.cuda.Stream.from_external(_StreamRef(ptr))
+    return cp.cuda.ExternalStream(ptr)
+
+
 def remove_small_objects(masks: torch.Tensor, min_sizes: Sequence[int]) -> torch.Tensor:
     """Drop, per class, the 8-connected components of fewer than ``min_sizes[c]`` pixels.
 
@@ -129,7 +166,7 @@ def remove_small_objects(masks: torch.Tensor, min_sizes: Sequence[int]) -> torch
             _warn_no_cupy()
             return remove_small_objects(masks.cpu(), min_sizes).to(masks.device)
         out = masks.clone()
-        with cp.cuda.ExternalStream(torch.cuda.current_stream(masks.device).cuda_stream):
+        with _cupy_stream(cp, torch.cuda.current_stream(masks.device).cuda_stream):
             for c, m in enumerate(min_sizes):
                 if m <= 1:
                     continue

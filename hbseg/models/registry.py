@@ -10,7 +10,18 @@ import torch
 from hbseg.data.classes import NUM_CLASSES
 from hbseg.errors import CheckpointError, ConfigError
 
-__all__ = ["create_model", "list_models", "list_encoders", "load_encoder_weights"]
+__all__ = ["create_model", "list_models", "list_encoders", "load_encoder_weights",
+           "COMPETITION_ENCODERS"]
+
+# Encoders the competition's winning teams used: HRNet through timm (smp's "tu-" encoders),
+# SegFormer's Mix Transformer through smp's own. The first of each family is the smallest.
+COMPETITION_ENCODERS: dict[str, tuple[str, ...]] = {
+    "hrnet": ("tu-hrnet_w18_small", "tu-hrnet_w18", "tu-hrnet_w32", "tu-hrnet_w48"),
+    "mit": ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5"),
+}
+# Architectures that dilate the encoder's last stages (output stride 8 or 16); timm's HRNet
+# keeps stride 32 and cannot be dilated.
+_DILATING = ("deeplabv3", "deeplabv3plus", "pan")
 
 
 def list_models() -> list[str]:
@@ -58,14 +69,24 @@ def create_model(
             close = difflib.get_close_matches(encoder[3:], timm.list_models(), n=1)
             hint = f"; did you mean 'tu-{close[0]}'?" if close else ""
             raise ConfigError(f"unknown timm encoder {encoder!r}{hint}")
+        if encoder[3:].startswith("hrnet") and arch in _DILATING:
+            raise ConfigError(f"{arch} dilates the encoder (output stride 8 or 16), which "
+                              f"timm's HRNet cannot do; use it with unet, unetplusplus, fpn, "
+                              f"segformer, upernet, manet, linknet, pspnet or dpt")
     elif encoder not in smp.encoders.get_encoder_names():
+        import timm
+
+        if timm.is_model(encoder):  # a timm name without smp's prefix: say how to write it
+            raise ConfigError(f"unknown encoder {encoder!r}; did you mean 'tu-{encoder}' "
+                              f"(timm's {encoder} through smp's universal encoder)?")
         _look_up(encoder, list_encoders(), "encoder")
     try:
         model = smp.create_model(
             arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
             classes=classes, **kwargs,
         )
-    except (ValueError, KeyError, AttributeError, TypeError, RuntimeError) as e:
+    except (ValueError, KeyError, AttributeError, TypeError, RuntimeError,
+            AssertionError) as e:  # timm asserts on settings a model cannot take
         raise ConfigError(f"cannot build {arch} with encoder {encoder}: {e}") from None
     if weights is not None:
         load_encoder_weights(model, weights)

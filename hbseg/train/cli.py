@@ -16,7 +16,10 @@ from hbseg.cli_common import debug_option, main_entry
 
 __all__ = ["train", "main"]
 
-LOSS_NAMES = ("bce", "dice", "bce_dice", "focal_dice")  # hbseg.train.losses.LOSSES, kept light
+# hbseg.train.losses.LOSSES and hbseg.data.split.SPLITS, kept here so --help stays light
+LOSS_NAMES = ("bce", "dice", "focal", "lovasz", "tversky", "jaccard", "gdice", "bce_dice",
+              "focal_dice")
+SPLIT_NAMES = ("seeded", "groupkfold", "groupkfold-legacy")
 LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
 
 
@@ -51,18 +54,39 @@ LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
 @click.option("--warmup-epochs", type=float, default=1.0, show_default=True,
               help="Linear warmup length, then cosine decay.")
-@click.option("--loss", type=click.Choice(LOSS_NAMES), default="bce_dice", show_default=True,
-              help="Sigmoid multi-label loss.")
+@click.option("--loss", default="bce_dice", show_default=True, metavar="NAME[:W],...",
+              help=f"Sigmoid multi-label loss, or a weighted sum such as dice:0.6,bce:0.4. "
+                   f"Names: {', '.join(LOSS_NAMES)} (single terms from smp.losses; bce_dice "
+                   f"and focal_dice are hbseg's own).")
 @click.option("--fold", type=click.IntRange(min=-1), default=0, show_default=True,
               help="Validation fold (0-4); -1 trains on every fold without validation.")
+@click.option("--split", type=click.Choice(SPLIT_NAMES), default="seeded", show_default=True,
+              help="Folds: hbseg's seeded deal of patients, or the competition baseline's "
+                   "GroupKFold(5) over the sorted PNGs (groupkfold: scikit-learn >= 1.9; "
+                   "groupkfold-legacy: <= 1.8; equal when every patient has 2 images).")
+@click.option("--pseudo", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, metavar="CSV",
+              help="Submission CSV whose masks label extra training images (pseudo-labels).")
+@click.option("--pseudo-data", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, metavar="FOLDER",
+              help="The images --pseudo labels (ROOT/test or ROOT).")
+@click.option("--pseudo-weight", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True,
+              help="Appearances per epoch of each pseudo-labelled image, relative to a "
+                   "labelled one (fractions: a seeded share of the images is used).")
+@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
+              help="Write TensorBoard event files to RUN_DIR/tb (offline; wandb sync "
+                   "--sync-tensorboard RUN_DIR/tb uploads them).")
 @click.option("--amp", type=click.Choice(("auto", "bf16", "fp16", "off")), default="auto",
               show_default=True, help="auto: bf16 if the GPU has it, else fp16; fp32 on CPU.")
 @click.option("--val-every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Validate every N epochs (and after the last).")
 @click.option("--val-full-res", is_flag=True, default=False,
               help="Score Dice at each image's original size (logits upsampled on the device).")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="DALI CPU threads or DataLoader workers (0: torch loads in the main process).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DALI CPU threads or DataLoader workers (0: torch loads in the main process) "
+                   "[default: on CUDA every core this process may use, as PNG decoding runs on "
+                   "CPU threads; 2 on CPU].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--compile", "compile_", is_flag=True, default=False, help="torch.compile the model.")
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -134,7 +158,7 @@ def _resolve(opts: dict, given: dict, resume: Path | None):
         opts["grad_clip"] = None
         if "grad_clip" in given:
             given["grad_clip"] = None
-    for name in ("data", "cache", "out", "weights"):
+    for name in ("data", "cache", "out", "weights", "pseudo", "pseudo_data"):
         if opts.get(name) is not None:
             opts[name] = str(opts[name])
             if name in given:

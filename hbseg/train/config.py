@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -45,10 +46,15 @@ class TrainConfig:
     min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
     loss: str = "bce_dice"
     fold: int = 0  # validation fold; -1 trains on every fold without validation
+    split: str = "seeded"  # how patients are dealt into folds (hbseg.data.split.SPLITS)
+    pseudo: str | None = None  # submission CSV whose masks label extra training images
+    pseudo_data: str | None = None  # the folder holding those images (ROOT/test)
+    pseudo_weight: float = 1.0  # a pseudo image's expected appearances per epoch
+    tensorboard: bool = True  # TensorBoard event files in RUN_DIR/tb
     amp: str = "auto"
     val_every: int = 1
     val_full_res: bool = False
-    workers: int = 2  # DALI CPU threads or DataLoader workers (0: load in the main process)
+    workers: int | None = None  # DALI CPU threads or DataLoader workers; None: see workers_for
     seed: int = 0
     compile: bool = False
     grad_clip: float | None = 1.0  # max gradient norm; None or 0 turns clipping off
@@ -73,7 +79,7 @@ class TrainConfig:
             bad(f"--size must be at least 16, got {self.size}")
         if self.crop is not None and self.crop < 16:
             bad(f"--crop must be at least 16, got {self.crop}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             bad(f"--workers must not be negative, got {self.workers}")
         for name in ("batch_size", "epochs", "val_every", "log_every"):
             if getattr(self, name) < 1:
@@ -95,6 +101,18 @@ class TrainConfig:
                 "use --loader dali or torch on CPU")
         if self.device == "cpu" and self.amp in ("bf16", "fp16"):
             bad(f"--amp {self.amp} needs --device cuda; on CPU use --amp off (or auto)")
+        from hbseg.data.split import SPLITS
+
+        if self.split not in SPLITS:
+            bad(f"unknown --split {self.split!r}. Valid: {', '.join(SPLITS)}")
+        if (self.pseudo is None) != (self.pseudo_data is None):
+            bad("--pseudo CSV and --pseudo-data FOLDER go together (the CSV's masks and "
+                "the images they label)")
+        if not (0 < self.pseudo_weight < float("inf")):
+            bad(f"--pseudo-weight must be positive, got {self.pseudo_weight}")
+        if self.pseudo is not None and self.loader == "baseline":
+            bad("--loader baseline rasterises JSON polygons and cannot read pseudo-label "
+                "masks; use --loader torch or dali")
         from .losses import get_loss
 
         get_loss(self.loss)  # unknown → ConfigError listing the valid ones
@@ -102,12 +120,22 @@ class TrainConfig:
             bad("--data ROOT is required")
 
     # -- loaders --------------------------------------------------------------------
+    def workers_for(self, num_shards: int = 1) -> int:
+        """``--workers``, or by default: on CUDA the cores this process may use (shared by
+        the ranks), since PNG decoding still runs on CPU threads there; 2 on CPU, where the
+        same cores also train the model."""
+        if self.workers is not None:
+            return self.workers
+        if self.device.startswith("cuda"):
+            return max(1, len(os.sched_getaffinity(0)) // max(1, num_shards))
+        return 2
+
     def loader_config(self, mode: str, shard_id: int = 0, num_shards: int = 1) -> LoaderConfig:
         """The LoaderConfig of the training (random crop, augmentation) or eval side."""
         if mode == "train":
             return LoaderConfig(
                 size=self.size, crop=self.crop, batch_size=self.batch_size,
-                num_threads=self.workers, seed=self.seed, shard_id=shard_id,
+                num_threads=self.workers_for(num_shards), seed=self.seed, shard_id=shard_id,
                 num_shards=num_shards, augment=self.augment, normalize=self.normalize,
             )
         if mode == "eval":
@@ -115,7 +143,7 @@ class TrainConfig:
             augment = replace(self.augment, ssr_p=0.0, hflip_p=0.0, brightness_contrast_p=0.0)
             return LoaderConfig(
                 size=self.size, crop=None, batch_size=self.val_batch_size or self.batch_size,
-                num_threads=self.workers, seed=self.seed, shard_id=shard_id,
+                num_threads=self.workers_for(num_shards), seed=self.seed, shard_id=shard_id,
                 num_shards=num_shards, full_res_mask=self.val_full_res, augment=augment,
                 normalize=self.normalize,
             )

@@ -1,8 +1,16 @@
-"""One training epoch and one validation pass, with data-wait timing.
+"""One training epoch and one validation pass, with timings that measure what they say.
 
-Data wait is the wall time spent blocked in ``next(loader)``; its share of the epoch's
-wall time (``data_wait_fraction``) says whether the loader keeps the device busy. On
-CUDA the epoch ends with a synchronize so the timed region covers all queued work.
+* ``host_wait_s``: host time blocked in ``next(loader)``. On CUDA this is not GPU idle
+  time: kernels queued before the wait keep running.
+* ``gpu_idle_fraction`` (CUDA only, ``None`` elsewhere): the share of the epoch's wall time
+  during which the GPU ran no training step. A CUDA event is recorded on the current
+  stream right before each step's forward pass and right after its optimizer step; the
+  GPU is busy between the two, so ``1 - Σ elapsed(start_i, end_i) / wall`` is the time the
+  stream spent waiting for the host (and the loader). Mask unpacking and DALI's copies
+  sit outside the step and count as idle.
+* ``first_batch_s``: the first ``next(loader)`` of the epoch, apart from the rest.
+
+The epoch starts and ends with a synchronize so the timed region covers all queued work.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from .amp import AmpSettings
 from .ddp import all_reduce_sum
 from .metrics import DiceMeter
 
-__all__ = ["NonFiniteLossError", "StepSettings", "train_one_epoch", "validate"]
+__all__ = ["NonFiniteLossError", "StepSettings", "StepEvents", "train_one_epoch", "validate"]
 
 
 class NonFiniteLossError(HbsegError):
@@ -39,6 +47,32 @@ class StepSettings:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class StepEvents:
+    """CUDA events around each training step, for ``gpu_idle_fraction``; a no-op on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.pairs: list[tuple] = []
+
+    def begin(self) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.pairs.append((ev, None))
+
+    def end(self) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.pairs[-1] = (self.pairs[-1][0], ev)
+
+    def busy_seconds(self) -> float | None:
+        """Σ GPU time between each step's two events (call after a synchronize)."""
+        if not self.cuda:
+            return None
+        return sum(a.elapsed_time(b) for a, b in self.pairs if b is not None) / 1000.0
 
 
 def _prepare(image: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -76,6 +110,8 @@ def train_one_epoch(
     bad = torch.zeros((), dtype=torch.float64, device=device)
     images = 0
     wait = 0.0
+    first_batch = None
+    events = StepEvents(device)
     lr = optimizer.param_groups[0]["lr"]
     bar = _bar(steps, desc, settings.progress)
     _sync(device)
@@ -85,7 +121,10 @@ def train_one_epoch(
         for step in range(steps):
             t = time.perf_counter()
             image, mask = next(it)
-            wait += time.perf_counter() - t
+            waited = time.perf_counter() - t
+            wait += waited
+            first_batch = waited if first_batch is None else first_batch
+            events.begin()
             image = _prepare(image, settings.channels_last)
             with settings.amp.autocast():
                 logits = model(image)
@@ -99,6 +138,7 @@ def train_one_epoch(
             scaler.update()
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
+            events.end()
 
             n = image.shape[0]
             images += n
@@ -122,8 +162,10 @@ def train_one_epoch(
         loader.reset()  # DDP lockstep left this shard's last batch unread
     _sync(device)
     seconds = time.perf_counter() - start
-    totals = all_reduce_sum(torch.tensor([float(loss_sum), images, wait, seconds],
-                                         dtype=torch.float64, device=device)).tolist()
+    busy = events.busy_seconds()
+    totals = all_reduce_sum(torch.tensor(
+        [float(loss_sum), images, wait, seconds, first_batch or 0.0, busy or 0.0],
+        dtype=torch.float64, device=device)).tolist()
     world = _world()
     return {
         "loss": totals[0] / max(totals[1], 1),
@@ -131,7 +173,10 @@ def train_one_epoch(
         "images": int(totals[1]),
         "seconds": totals[3] / world,
         "images_per_s": totals[1] / max(totals[3] / world, 1e-9),
-        "data_wait_fraction": totals[2] / max(totals[3], 1e-9),
+        "host_wait_s": totals[2] / world,
+        "host_wait_fraction": totals[2] / max(totals[3], 1e-9),
+        "first_batch_s": totals[4] / world,
+        "gpu_idle_fraction": None if busy is None else min(1.0, max(0.0, 1.0 - totals[5] / max(totals[3], 1e-9))),
     }
 
 

@@ -32,7 +32,7 @@ __all__ = [
 # exact-resume guarantee holds when it is unchanged).
 RESUMABLE = frozenset({
     "epochs", "stop_after", "val_every", "val_full_res", "val_batch_size", "workers",
-    "progress", "log_every", "data", "cache", "device", "compile",
+    "progress", "log_every", "data", "cache", "device", "compile", "tensorboard",
 })
 
 

@@ -58,7 +58,7 @@ def prepare_index(cfg: TrainConfig, main: bool = True) -> pd.DataFrame:
         if main:
             try:
                 print(f"building the mask cache in {cache_dir}", file=sys.stderr)
-                build_cache(cfg.data, cache_dir, workers=max(1, cfg.workers), progress=cfg.progress)
+                build_cache(cfg.data, cache_dir, workers=max(1, cfg.workers_for()), progress=cfg.progress)
             except Exception as e:  # noqa: BLE001 - forwarded to every rank
                 err = e
         err = ddp.broadcast_object(err)
@@ -180,7 +180,14 @@ class _Run:
         # the data, and what depends on it
         index = prepare_index(cfg, self.main) if index is None else index
         check_against_index(cfg, index)
-        self.train_index, self.val_index = split_folds(index, cfg.fold)
+        from hbseg.data.split import apply_split
+
+        self.train_index, self.val_index = split_folds(apply_split(index, cfg.split, cfg.data),
+                                                       cfg.fold)
+        if cfg.pseudo is not None:  # extra training rows, repeated by weight (pseudo.py)
+            from .pseudo import add_pseudo_labels
+
+            self.train_index = add_pseudo_labels(cfg, self.train_index, self.main)
         self.amp = resolve_amp(cfg.amp, self.device)
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -294,6 +301,10 @@ class _Run:
                 records = truncate_metrics(out / "metrics.jsonl", start_epoch)
         if self.main:
             save_config(cfg, out / CONFIG_NAME)
+        from .tblog import TensorBoardLog
+
+        self.tb = TensorBoardLog(out, cfg.tensorboard and self.main,
+                                 start_epoch if self.resume else None)
         end_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
 
         from tqdm.auto import tqdm
@@ -319,6 +330,7 @@ class _Run:
                 f"Continue with: hbseg-train --resume {out}", out / "last.pt") from None
         finally:
             bar.close()
+            self.tb.close()
         if self.main and records:
             plot_curves(records, out / "curves.png",
                         title=f"{cfg.arch}/{cfg.encoder} {cfg.size}px fold {cfg.fold}")
@@ -348,6 +360,16 @@ class _Run:
             "last": last,
             "seconds": time.perf_counter() - t_run,
         }
+
+    def _pipeline_build_s(self) -> float | None:
+        """DALI pipeline build time of the train loader, on the first epoch this process
+        runs (built once, before it); 0.0 after, as nothing is rebuilt; None for loaders
+        without a pipeline."""
+        built = getattr(self.train_loader, "pipeline_build_s", None)
+        if built is None:
+            return None
+        first, self._build_reported = not getattr(self, "_build_reported", False), True
+        return built if first else 0.0
 
     def _epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -383,7 +405,11 @@ class _Run:
             "val_seconds": val["val_seconds"] if val else None,
             "images": stats["images"],
             "images_per_s": stats["images_per_s"],
-            "data_wait_fraction": stats["data_wait_fraction"],
+            "host_wait_s": stats["host_wait_s"],
+            "host_wait_fraction": stats["host_wait_fraction"],
+            "gpu_idle_fraction": stats["gpu_idle_fraction"],
+            "first_batch_s": stats["first_batch_s"],
+            "pipeline_build_s": self._pipeline_build_s(),
             "amp": self.amp.name,
             "world_size": self.info.world_size,
         }
@@ -394,6 +420,7 @@ class _Run:
         if self.main:  # a kill between the two leaves a line that resume drops
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.tb.log(record)
             if improved or self.val_loader is None:
                 save_checkpoint(self.out / "best.pt", self.raw, self.card, epoch=done,
                                 metrics=record, config=cfg.to_dict())
@@ -404,6 +431,7 @@ class _Run:
 
 def _epoch_line(r: dict, epochs: int) -> str:
     dice = "" if r["mean_dice"] is None else f"  dice {r['mean_dice']:.4f}"
+    idle = "" if r["gpu_idle_fraction"] is None else f"  gpu idle {100 * r['gpu_idle_fraction']:.0f}%"
     return (f"epoch {r['epoch']}/{epochs}  loss {r['loss']:.4f}{dice}  lr {r['lr']:.2e}  "
-            f"{r['images_per_s']:.1f} img/s  wait {100 * r['data_wait_fraction']:.0f}%  "
-            f"{r['epoch_seconds']:.1f}s")
+            f"{r['images_per_s']:.1f} img/s  host wait {r['host_wait_s']:.1f}s{idle}  "
+            f"first batch {r['first_batch_s']:.2f}s  {r['epoch_seconds']:.1f}s")

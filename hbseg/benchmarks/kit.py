@@ -1,0 +1,562 @@
+"""``hbseg-bench kit STEP``: the named steps of a lent GPU session, each sized to finish
+inside one 10-minute device command, each writing what it measured under ``OUT/<step>/``
+(``kit.json`` plus the step's own files) and returning one summary line.
+
+Steps: ``env`` (machine and versions), ``test`` (``pytest -m gpu``), ``ops`` (per-operation
+costs, pipeline build and first-batch latency per back-end), ``bench CPUS`` (every loader
+pinned to CPUS cores, merged with earlier core counts measured on this machine) and
+``quality`` (one dali-cache training run, continued across commands).
+
+Data and runs live in a machine-local work folder (``/tmp/hbseg-kit``): ``$OUT`` starts
+empty on every device command, but /tmp survives while the machine stays warm. The data
+set is generated once per machine and reused while its marker matches; a fresh machine
+starts everything from scratch. Every part runs in a subprocess with a timeout, so a hang
+costs its share of the budget, never the summary line.
+
+``dry=True`` (``--dry`` or ``HBSEG_GPU_DRY=1``) shrinks every size to a few seconds on
+CPU so that the test suite runs every step's code path between GPU sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from hbseg.atomic import atomic_write_text, check_writable_dir
+from hbseg.errors import ConfigError
+
+__all__ = ["STEPS", "KitConfig", "StepResult", "run_step", "ensure_data", "real_hands_dir",
+           "default_out", "default_work", "dry_requested"]
+
+STEPS = ("env", "test", "ops", "bench", "quality")
+DATA_VERSION = 1  # bump when the synthetic generator's output changes
+
+
+@dataclass(frozen=True)
+class KitConfig:
+    """Sizes of every step; ``KitConfig.make(dry=True)`` is the CPU dry run's."""
+
+    out: str
+    work: str
+    dry: bool = False
+    budget_s: float = 540.0  # a device command may run 600 s; keep a minute for transfers
+    ids: int = 400  # patients: 800 images, 792 after the default exclusions
+    synth_size: int = 2048
+    seed: int = 0
+    size: int = 1024
+    batch_size: int = 8
+    arch: str = "unet"
+    encoder: str = "efficientnet-b2"
+    device: str = "cuda"
+    amp: str = "bf16"
+    ops_iters: int = 10
+    ops_warmup: int = 2
+    ops_repeats: int = 3
+    bench_epochs: int = 3
+    bench_warmup_epochs: int = 1
+    bench_warmup_steps: int = 3
+    bench_steps: int = 50  # batches per epoch: 400 images, so five runs fit in the budget
+    quality_loader: str = "dali-cache"
+    quality_epochs: int = 40
+    quality_slice_epochs: int | None = None  # at most this many epochs per command
+
+    @classmethod
+    def make(cls, out: str | Path, work: str | Path, dry: bool = False, **changes) -> KitConfig:
+        base = cls(out=str(out), work=str(work), dry=dry)
+        if dry:
+            base = replace(base, ids=4, synth_size=128, size=64, batch_size=2, encoder="resnet18",
+                           device="cpu", amp="off", ops_iters=1, ops_warmup=0, ops_repeats=1,
+                           bench_epochs=1, bench_warmup_epochs=0, bench_warmup_steps=0,
+                           bench_steps=1, quality_loader="dali", quality_epochs=2)
+        return replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    ok: bool
+    summary: str
+    seconds: float
+
+    @property
+    def line(self) -> str:
+        return f"kit {self.step}: {'ok' if self.ok else 'FAILED'} {self.summary}"
+
+
+def dry_requested() -> bool:
+    return os.environ.get("HBSEG_GPU_DRY", "") not in ("", "0")
+
+
+def default_out() -> Path:
+    return Path(os.environ.get("OUT") or "kit-out")
+
+
+def default_work(dry: bool) -> Path:
+    return Path(os.environ.get("HBSEG_KIT_WORK") or ("/tmp/hbseg-kit-dry" if dry else "/tmp/hbseg-kit"))
+
+
+def _repo_root() -> Path:
+    import hbseg
+
+    return Path(hbseg.__file__).resolve().parents[1]
+
+
+def real_hands_dir() -> Path:
+    """``$HBSEG_REAL_HANDS``, else the checkout's ignored ``tests/data/real-hands``."""
+    env = os.environ.get("HBSEG_REAL_HANDS")
+    return Path(env) if env else _repo_root() / "tests" / "data" / "real-hands"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Clock:
+    def __init__(self, budget_s: float) -> None:
+        self.t0, self.budget = time.monotonic(), budget_s
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def left(self) -> float:
+        return max(0.0, self.budget - self.elapsed())
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _cores() -> int:
+    from .sysinfo import allowed_cpus
+
+    return len(allowed_cpus())
+
+
+def _run(cmd: list[str], log_path: Path, timeout: float, env: dict | None = None,
+         commands: list | None = None) -> tuple[int, float]:
+    """Run ``cmd`` with its output in ``log_path``; rc 124 when killed at ``timeout``."""
+    _log("$ " + " ".join(cmd))
+    if commands is not None:
+        commands.append(" ".join(cmd))
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
+    t0 = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=full_env, cwd=_repo_root(), start_new_session=True)
+        try:
+            rc = proc.wait(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            rc = 124
+            with open(log_path, "a") as f:
+                f.write(f"\nkit: killed after {timeout:.0f} s\n")
+    return rc, time.monotonic() - t0
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _py(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def _tail(path: Path, n: int = 2) -> str:
+    try:
+        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])[-300:]
+
+
+def _smi(query: str) -> list[str]:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        r = subprocess.run([exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [x.strip() for x in r.stdout.splitlines()[0].split(",")] if r.returncode == 0 and r.stdout else []
+
+
+# --------------------------------------------------------------------------- data
+
+
+def ensure_data(cfg: KitConfig, log=_log) -> Path:
+    """The kit's synthetic data set and mask cache in WORK/data, made once per machine:
+    reused while ``kit-data.json`` records the same parameters, else made again."""
+    root = Path(cfg.work) / "data"
+    want = {"ids": cfg.ids, "size": cfg.synth_size, "seed": cfg.seed, "version": DATA_VERSION}
+    marker = root / "kit-data.json"
+    try:
+        if json.loads(marker.read_text()) == want and (root / "hbseg-cache" / "index.csv").is_file():
+            return root
+    except (OSError, ValueError):
+        pass
+    from hbseg.data.cache import build_cache
+    from hbseg.data.synth import SynthConfig, generate_dataset
+
+    shutil.rmtree(root, ignore_errors=True)
+    workers = 1 if cfg.dry else None
+    t0 = time.monotonic()
+    generate_dataset(root, SynthConfig(ids=cfg.ids, size=cfg.synth_size, seed=cfg.seed),
+                     workers=workers, progress=False)
+    t1 = time.monotonic()
+    build_cache(root, workers=workers, progress=False)
+    t2 = time.monotonic()
+    atomic_write_text(marker, json.dumps(want) + "\n")  # last: a half-made set has no marker
+    log(f"data: {2 * cfg.ids} images of {cfg.synth_size} px in {root}: synth {t1 - t0:.0f} s, "
+        f"mask cache {t2 - t1:.0f} s")
+    return root
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _step_env(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool, str]:
+    from importlib import metadata
+
+    from .sysinfo import machine_info
+
+    info = machine_info(gpu=True)
+    extra = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name.startswith(("cupy", "nvidia-dali", "nvidia-nvimgcodec", "pynvml", "nvidia-ml-py")):
+            extra[name] = dist.version
+    info["versions"].update(extra)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            info["gpu_free_gb"], info["gpu_total_gb"] = round(free / 2**30, 1), round(total / 2**30, 1)
+    except Exception as e:  # noqa: BLE001 - a broken driver is what this step reports
+        info["cuda_error"] = f"{type(e).__name__}: {e}"
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        r = subprocess.run([smi], capture_output=True, text=True, timeout=30)
+        (d / "nvidia-smi.txt").write_text(r.stdout + r.stderr)
+    hands = real_hands_dir()
+    info["real_hands"] = {"dir": str(hands), "pngs": len(list(hands.glob("*.png"))) if hands.is_dir() else 0}
+    info["nvidia_smi"] = smi
+    atomic_write_text(d / "env.json", json.dumps(info, indent=1, default=str) + "\n")
+    v = info["versions"]
+    cupy = next((ver for k, ver in extra.items() if k.startswith("cupy")), None)
+    mem = (f"{info['gpu_free_gb']}/{info['gpu_total_gb']} GiB free" if "gpu_free_gb" in info
+           else "no GPU memory")
+    line = (f"{info['gpu_name'] or 'no GPU'}, driver {info['driver']}, CUDA {v.get('cuda')}, "
+            f"torch {v.get('torch')}, dali {v.get('dali')}, cupy {cupy}, "
+            f"smp {v.get('segmentation_models_pytorch')}, {mem}, {info['cpus_allowed']} cores, "
+            f"real hands {info['real_hands']['pngs']}")
+    return (cfg.dry or info["gpu_name"] is not None), line
+
+
+def _junit_counts(path: Path) -> dict:
+    import xml.etree.ElementTree as ET
+
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "failed": []}
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return counts
+    for suite in root.iter("testsuite"):
+        for k in ("tests", "failures", "errors", "skipped"):
+            counts[k] += int(suite.get(k, 0))
+    for case in root.iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            counts["failed"].append(f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}")
+    return counts
+
+
+def _step_test(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool, str]:
+    tests = _repo_root() / "tests"
+    if not tests.is_dir():
+        return False, f"no tests folder at {tests} (run from a checkout)"
+    hands = real_hands_dir()
+    n_hands = len(list(hands.glob("*.png"))) if hands.is_dir() else 0
+    env = {"HBSEG_REAL_HANDS": str(hands)} if n_hands else {}
+    # the dry run only proves the plumbing: the GPU tests of one file, collected and skipped
+    where = [str(tests / "test_gpu_paths.py")] if cfg.dry else [str(tests)]
+    cmd = _py("pytest", "-m", "gpu", "-ra", "-q", "-p", "no:cacheprovider",
+              f"--junitxml={d / 'junit.xml'}", *where)
+    rc, secs = _run(cmd, d / "pytest.log", clock.left(), env, notes["commands"])
+    c = _junit_counts(d / "junit.xml")
+    passed = c["tests"] - c["failures"] - c["errors"] - c["skipped"]
+    line = (f"{passed} passed, {c['failures']} failed, {c['errors']} errors, {c['skipped']} "
+            f"skipped in {secs:.0f} s (rc {rc}, real hands {n_hands})")
+    if c["failed"]:
+        line += "; failing: " + ", ".join(c["failed"][:4]) + (" …" if len(c["failed"]) > 4 else "")
+    if rc == 124:
+        line += "; timed out"
+    notes["junit"] = c
+    return rc == 0, line
+
+
+def _latency_main(args_json: str) -> None:
+    """Child process of the ``ops`` step: build one back-end, time its first two batches."""
+    a = json.loads(args_json)
+    t0 = time.perf_counter()
+    import torch
+
+    from hbseg.dali_pipes.config import LoaderConfig
+    from hbseg.dali_pipes.factory import build_loader
+    from hbseg.data.cache import load_cache_index
+
+    out = {"loader": a["kind"], "device": a["device"], "import_s": time.perf_counter() - t0}
+    cuda = a["device"].startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    t = time.perf_counter()
+    if cuda:  # the context's own cost, kept out of the back-end's build time
+        torch.zeros(1, device=a["device"])
+        sync()
+    out["cuda_init_s"] = time.perf_counter() - t
+    index = load_cache_index(a["cache"])
+    cfg = LoaderConfig(size=a["size"], batch_size=a["batch_size"], num_threads=a["threads"])
+    t = time.perf_counter()
+    loader = build_loader(a["kind"], index, cfg, "train", a["device"])
+    out["pipeline_build_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    it = iter(loader)
+    image, _ = next(it)
+    sync()
+    out["first_batch_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    next(it)
+    sync()
+    out["second_batch_s"] = time.perf_counter() - t
+    out["batch_shape"] = list(image.shape)
+    out["images"] = len(index)
+    Path(a["result"]).write_text(json.dumps(out) + "\n")
+
+
+def _loaders_for(cfg: KitConfig) -> tuple[str, ...]:
+    if cfg.dry:  # one back-end covers every code path of the kit; each costs a process
+        return ("dali",)
+    return ("baseline", "torch", "dali") + (("dali-cache",) if cfg.device.startswith("cuda") else ())
+
+
+def _step_ops(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool, str]:
+    root = ensure_data(cfg)
+    threads = _cores()
+    cmd = _py("hbseg.benchmarks.cli", "ops", "--data", str(root), "--size", str(cfg.size),
+              "--batch-size", str(cfg.batch_size), "--device", cfg.device.split(":")[0],
+              "--iters", str(cfg.ops_iters), "--warmup", str(cfg.ops_warmup),
+              "--repeats", str(cfg.ops_repeats), "--out", str(d / "ops"))
+    rc, secs = _run(cmd, d / "ops.log", clock.left() * 0.6, None, notes["commands"])
+    rows = []
+    try:
+        rows = json.loads((d / "ops" / "ops.json").read_text())["ops"]
+    except (OSError, ValueError, KeyError):
+        pass
+    bad = sum(r.get("status") != "ok" for r in rows)
+    kinds = _loaders_for(cfg)
+    latency = []
+    for i, kind in enumerate(kinds):
+        share = clock.left() / (len(kinds) - i)
+        result = d / f"latency-{kind}.json"
+        args = {"kind": kind, "device": cfg.device, "size": cfg.size, "batch_size": cfg.batch_size,
+                "threads": threads, "cache": str(root / "hbseg-cache"), "result": str(result)}
+        code = f"from hbseg.benchmarks.kit import _latency_main; _latency_main({json.dumps(json.dumps(args))})"
+        lrc, _ = _run([sys.executable, "-c", code], d / f"latency-{kind}.log", share, None,
+                      notes["commands"])
+        try:
+            latency.append(json.loads(result.read_text()))
+        except (OSError, ValueError):
+            latency.append({"loader": kind, "status": "failed", "rc": lrc,
+                            "error": _tail(d / f"latency-{kind}.log")})
+    atomic_write_text(d / "latency.json", json.dumps(latency, indent=1) + "\n")
+    fmt = ", ".join(f"{r['loader']} {r['pipeline_build_s']:.1f}+{r['first_batch_s']:.1f} s"
+                    if "first_batch_s" in r else f"{r['loader']} failed" for r in latency)
+    ok = rc == 0 and bad == 0 and all("first_batch_s" in r for r in latency)
+    line = (f"{len(rows)} op rows ({bad} failed) in {secs:.0f} s (rc {rc}); build+first batch: {fmt}")
+    return ok, line
+
+
+def _step_bench(cfg: KitConfig, d: Path, clock: _Clock, notes: dict, cpus: int) -> tuple[bool, str]:
+    have = _cores()
+    if cpus > have:
+        if not cfg.dry:
+            return False, f"{cpus} cores asked for, this machine gives {have}"
+        cpus = have
+    root = ensure_data(cfg)
+    kinds = _loaders_for(cfg)
+    # every loader and the bound get an equal share of what is left, minus the merge
+    per_run = max(30.0, (clock.left() - 20) / (len(kinds) + 1))
+    run = d / "run"
+    cmd = _py("hbseg.benchmarks.cli", "loaders", "--data", str(root), "--loaders", ",".join(kinds),
+              "--size", str(cfg.size), "--arch", cfg.arch, "--encoder", cfg.encoder,
+              "--batch-size", str(cfg.batch_size), "--cpus", str(cpus),
+              "--epochs", str(cfg.bench_epochs), "--warmup-epochs", str(cfg.bench_warmup_epochs),
+              "--warmup-steps", str(cfg.bench_warmup_steps), "--steps-limit", str(cfg.bench_steps),
+              "--amp", cfg.amp, "--device", cfg.device.split(":")[0], "--timeout", f"{per_run:.0f}",
+              "--note", f"hbseg-bench kit bench {cpus}", "--out", str(run))
+    rc, secs = _run(cmd, d / "loaders.log", clock.left() - 10, None, notes["commands"])
+    try:
+        runs = json.loads((run / "results.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError):
+        return False, f"no results.json (rc {rc}): {_tail(d / 'loaders.log')}"
+    keep = Path(cfg.work) / "bench" / f"cpus-{cpus}"  # parts this machine measured, for merging
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / "results.json", keep / "results.json")
+    parts = sorted(str(p) for p in (Path(cfg.work) / "bench").glob("cpus-*/results.json"))
+    mrc, _ = _run(_py("hbseg.benchmarks.cli", "report", *parts, "--out", str(d / "merged")),
+                  d / "report.log", max(10.0, clock.left()), None, notes["commands"])
+    cells = []
+    for r in runs:
+        if r.get("status") != "ok":
+            cells.append(f"{r.get('loader')} FAILED")
+            continue
+        ratio = r.get("ratio_to_bound")
+        cells.append(f"{r['loader']} {r['train_epoch_s']:.2f} s"
+                     + (f" ({ratio:.2f}× bound)" if ratio and r["loader"] != "bound" else ""))
+    ok = rc == 0 and mrc == 0 and all(r.get("status") == "ok" for r in runs)
+    line = (f"{cpus} cores, {cfg.bench_steps} steps/epoch, {secs:.0f} s: " + ", ".join(cells)
+            + f"; merged {len(parts)} part(s)")
+    return ok, line
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    recs = []
+    try:
+        for line in path.read_text().splitlines():
+            try:
+                recs.append(json.loads(line))
+            except ValueError:
+                continue  # a line being written
+    except OSError:
+        pass
+    return recs
+
+
+def _step_quality(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool, str]:
+    root = ensure_data(cfg)
+    run = Path(cfg.work) / "runs" / "quality"
+    plan = {"data": json.loads((root / "kit-data.json").read_text()), "loader": cfg.quality_loader,
+            "arch": cfg.arch, "encoder": cfg.encoder, "size": cfg.size, "batch_size": cfg.batch_size,
+            "epochs": cfg.quality_epochs, "amp": cfg.amp}
+    try:
+        same = json.loads((run / "kit-run.json").read_text()) == plan
+    except (OSError, ValueError):
+        same = False
+    resume = same and (run / "last.pt").is_file()
+    before = len(_read_metrics(run / "metrics.jsonl")) if resume else 0
+    if before >= cfg.quality_epochs:
+        return _quality_report(cfg, run, d, before, 0, "finished")
+    if resume:
+        cmd = _py("hbseg.train.cli", "--resume", str(run), "--no-progress")
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        atomic_write_text(run / "kit-run.json", json.dumps(plan) + "\n")
+        cmd = _py("hbseg.train.cli", "--data", str(root), "--loader", cfg.quality_loader,
+                  "--device", cfg.device, "--arch", cfg.arch, "--encoder", cfg.encoder,
+                  "--size", str(cfg.size), "--batch-size", str(cfg.batch_size),
+                  "--epochs", str(cfg.quality_epochs), "--amp", cfg.amp,
+                  "--workers", str(_cores()), "--no-progress", "--out", str(run), "--overwrite")
+    if cfg.quality_slice_epochs:
+        cmd += ["--stop-after", str(before + cfg.quality_slice_epochs)]
+    rc = _train_until(cmd, run, d / "train.log", clock, notes)
+    done = len(_read_metrics(run / "metrics.jsonl"))
+    state = "finished" if done >= cfg.quality_epochs else "continue with: hbseg-bench kit quality"
+    ok, line = _quality_report(cfg, run, d, done, done - before, state)
+    return ok and rc in (0, 130) and (done > before), line + f" (rc {rc})"
+
+
+def _train_until(cmd: list[str], run: Path, log_path: Path, clock: _Clock, notes: dict) -> int:
+    """Run hbseg-train; once the next epoch would end past the budget, Ctrl-C it: the
+    trainer then finishes the epoch in progress, saves last.pt and exits 130. A second
+    Ctrl-C at the budget's end stops at once (last.pt keeps the previous epoch)."""
+    _log("$ " + " ".join(cmd))
+    notes["commands"].append(" ".join(cmd))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    slack = 10.0
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=_repo_root(), start_new_session=True)
+        asked = 0
+        while proc.poll() is None:
+            time.sleep(0.5)
+            secs = [r.get("epoch_seconds") or 0 for r in _read_metrics(run / "metrics.jsonl")]
+            epoch_s = max(secs[-3:]) if secs else 0.0
+            if asked == 0 and clock.left() < 1.2 * epoch_s + slack:
+                proc.send_signal(signal.SIGINT)
+                asked = 1
+            elif asked == 1 and clock.left() <= 0:
+                proc.send_signal(signal.SIGINT)
+                asked = 2
+            elif asked == 2 and clock.left() <= -slack:
+                _kill(proc)
+        return proc.returncode
+
+
+def _quality_report(cfg: KitConfig, run: Path, d: Path, done: int, new: int, state: str):
+    recs = _read_metrics(run / "metrics.jsonl")
+    for name in ("metrics.jsonl", "config.yaml", "curves.png", "kit-run.json"):
+        if (run / name).is_file():
+            shutil.copy2(run / name, d / name)
+    dice = [(r["mean_dice"], r["epoch"]) for r in recs if r.get("mean_dice") is not None]
+    best = max(dice) if dice else (None, None)
+    recent = recs[-new:] if new else recs[-1:]
+    med = sorted(r["epoch_seconds"] for r in recent)[len(recent) // 2] if recent else None
+    ips = sorted(r["images_per_s"] for r in recent)[len(recent) // 2] if recent else None
+    gpu = _smi("name")
+    summary = {"epochs_done": done, "epochs": cfg.quality_epochs, "new_epochs": new,
+               "best_mean_dice": best[0], "best_epoch": best[1], "epoch_s_median": med,
+               "train_images_per_s_median": ips, "device": gpu[0] if gpu else cfg.device,
+               "state": state}
+    atomic_write_text(d / "quality.json", json.dumps(summary, indent=1) + "\n")
+    b = "—" if best[0] is None else f"{best[0]:.4f} at epoch {best[1]}"
+    speed = "" if med is None else f", {med:.1f} s/epoch, {ips:.0f} img/s"
+    return True, (f"{done}/{cfg.quality_epochs} epochs (+{new} now), best mean Dice {b}{speed}; "
+                  f"{state}")
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def run_step(step: str, cfg: KitConfig, cpus: int | None = None) -> StepResult:
+    """Run one step; everything it measured goes to ``OUT/<step>`` (``OUT/bench-CPUS`` for
+    bench), with ``kit.json`` holding the config, the commands and the summary line."""
+    if step not in STEPS:
+        raise ConfigError(f"unknown kit step {step!r}. Valid: {', '.join(STEPS)}")
+    if (step == "bench") != (cpus is not None):
+        raise ConfigError("bench needs a core count (hbseg-bench kit bench 16), and only bench takes one")
+    name = f"bench-{cpus}" if step == "bench" else step
+    d = check_writable_dir(Path(cfg.out) / name)
+    Path(cfg.work).mkdir(parents=True, exist_ok=True)
+    clock = _Clock(cfg.budget_s)
+    notes: dict = {"commands": []}
+    try:
+        if step == "bench":
+            ok, summary = _step_bench(cfg, d, clock, notes, cpus)
+        else:
+            ok, summary = {"env": _step_env, "test": _step_test, "ops": _step_ops,
+                           "quality": _step_quality}[step](cfg, d, clock, notes)
+    except Exception as e:  # noqa: BLE001 - the summary line must come whatever broke
+        import traceback
+
+        (d / "error.txt").write_text(traceback.format_exc())
+        ok, summary = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    result = StepResult(f"bench {cpus}" if step == "bench" else step, ok, summary, clock.elapsed())
+    result = replace(result, summary=f"{summary} [{result.seconds:.0f} s]")
+    atomic_write_text(d / "kit.json", json.dumps({
+        "step": step, "cpus": cpus, "ok": ok, "line": result.line, "seconds": result.seconds,
+        "config": asdict(cfg), **notes}, indent=1, default=str) + "\n")
+    return result

@@ -1,0 +1,185 @@
+"""k-fold training: one run folder per validation fold, and a summary of them all.
+
+    DIR/kfold-config.yaml   the shared TrainConfig (its ``fold`` and ``out`` are per fold)
+    DIR/fold-K/             an ordinary hbseg-train run folder, validated on fold K
+    DIR/kfold.json          per-fold best Dice (mean and per class) and their mean
+
+Folds train one after another in this process. Several processes may share ``DIR``, one
+fold each (one per GPU): each writes only its own ``fold-K`` and rebuilds ``kfold.json``
+from every fold folder on disk, so the last one to finish leaves the whole summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from hbseg.atomic import atomic_write_text
+from hbseg.errors import ConfigError
+
+from .config import TrainConfig, load_config, save_config
+
+__all__ = ["KFOLD_CONFIG", "KFOLD_SUMMARY", "fold_dir", "fold_state", "train_kfold",
+           "summarize_kfold", "load_kfold_config", "list_fold_dirs"]
+
+KFOLD_CONFIG = "kfold-config.yaml"
+KFOLD_SUMMARY = "kfold.json"
+
+
+def fold_dir(out: str | Path, fold: int) -> Path:
+    return Path(out) / f"fold-{fold}"
+
+
+def list_fold_dirs(out: str | Path) -> dict[int, Path]:
+    """``{fold: DIR/fold-K}`` for every fold folder present, in fold order."""
+    found = {}
+    for p in Path(out).glob("fold-*"):
+        tail = p.name[len("fold-"):]
+        if p.is_dir() and tail.isdigit():
+            found[int(tail)] = p
+    return dict(sorted(found.items()))
+
+
+def load_kfold_config(out: str | Path) -> TrainConfig:
+    path = Path(out) / KFOLD_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"no {KFOLD_CONFIG}: not an hbseg-kfold folder", out)
+    return load_config(path)
+
+
+def fold_state(run_dir: Path, epochs: int) -> str:
+    """``new`` (nothing to continue), ``partial`` (last.pt short of ``epochs``) or ``done``."""
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        return "new"
+    from hbseg.models import read_checkpoint
+
+    return "done" if int(read_checkpoint(last).get("epoch", 0)) >= epochs else "partial"
+
+
+def _check_same_plan(saved: TrainConfig, base: TrainConfig, out: Path) -> None:
+    """A second process joining ``out`` must train the same models as the first."""
+    from .resume import RESUMABLE
+
+    skip = RESUMABLE | {"fold", "out"}
+    differ = [f.name for f in fields(TrainConfig)
+              if f.name not in skip and getattr(saved, f.name) != getattr(base, f.name)]
+    if differ:
+        parts = [f"--{k.replace('_', '-')} (folder has {getattr(saved, k)!r}, given "
+                 f"{getattr(base, k)!r})" for k in differ]
+        raise ConfigError(f"{KFOLD_CONFIG} was written with other settings: " + "; ".join(parts)
+                          + ". Use the same settings, --resume, or another --out", out)
+
+
+def train_kfold(
+    base: TrainConfig,
+    folds: list[int] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    given: dict | None = None,
+    index=None,
+) -> dict:
+    """Train ``base`` once per fold into ``base.out/fold-K``; returns ``summarize_kfold``.
+
+    ``folds``: which to train [default: every fold of the data]. ``resume``: folds whose
+    last.pt has all epochs are skipped, partial ones continue from it, the rest start;
+    ``given`` holds options typed again on the command line (see ``resume_config``).
+    Without ``resume``, a fold folder that already holds a run is an error before any
+    training starts, unless ``overwrite``.
+    """
+    from hbseg.models import read_checkpoint
+
+    from .resume import resume_config
+    from .trainer import RUN_FILES, prepare_index
+    from .trainer import train as train_one
+
+    out = Path(base.out)
+    given = dict(given or {})
+    index = prepare_index(base) if index is None else index
+    present = sorted(int(f) for f in index["fold"].unique())
+    folds = present if not folds else sorted(set(folds))
+    missing = [f for f in folds if f not in present]
+    if missing:
+        raise ConfigError(f"fold {missing[0]} has no images; folds present: "
+                          f"{', '.join(map(str, present))}", base.data)
+    if -1 in folds:
+        raise ConfigError("k-fold training needs validation folds; -1 is not one")
+    if (out / KFOLD_CONFIG).is_file() and not overwrite:
+        _check_same_plan(load_kfold_config(out), base, out)
+    if not resume and not overwrite:
+        busy = [f for f in folds if any((fold_dir(out, f) / n).exists() for n in RUN_FILES)]
+        if busy:
+            raise ConfigError(f"fold {busy[0]} already holds a run ({fold_dir(out, busy[0])}); "
+                              f"continue with --resume, pass --overwrite, or choose another "
+                              f"--out", out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(base.replace(fold=folds[0]), out / KFOLD_CONFIG)
+    for k in folds:
+        run = fold_dir(out, k)
+        state = fold_state(run, base.epochs) if resume else "new"
+        if state == "done":
+            print(f"fold {k}: complete, skipped", file=sys.stderr)
+            continue
+        print(f"fold {k}: {'resuming' if state == 'partial' else 'training'} in {run}",
+              file=sys.stderr)
+        if state == "partial":
+            saved = TrainConfig.from_dict(read_checkpoint(run / "last.pt")["config"])
+            cfg = resume_config(saved, {**given, "out": str(run)})
+            train_one(cfg, resume=True, index=index)
+        else:
+            # a --resume of a fold that never finished an epoch has nothing worth keeping
+            cfg = base.replace(fold=k, out=str(run))
+            train_one(cfg, overwrite=overwrite or resume, index=index)
+        summarize_kfold(out)
+    return summarize_kfold(out)
+
+
+def _best_record(metrics_path: Path) -> tuple[dict | None, int]:
+    best, epochs = None, 0
+    for line in metrics_path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        epochs = max(epochs, int(rec.get("epoch", 0)))
+        if rec.get("mean_dice") is not None and (best is None or rec["mean_dice"] > best["mean_dice"]):
+            best = rec
+    return best, epochs
+
+
+def summarize_kfold(out: str | Path) -> dict:
+    """Per-fold best validation Dice (from each ``metrics.jsonl``) and their mean, per class
+    too; written to ``DIR/kfold.json`` and returned."""
+    out = Path(out)
+    base = load_kfold_config(out)
+    folds: dict[str, dict] = {}
+    for k, run in list_fold_dirs(out).items():
+        m = run / "metrics.jsonl"
+        if not m.is_file():
+            continue
+        best, epochs = _best_record(m)
+        folds[str(k)] = {
+            "run_dir": str(run), "epochs_done": epochs, "finished": epochs >= base.epochs,
+            "best_epoch": best["epoch"] if best else None,
+            "best_mean_dice": best["mean_dice"] if best else None,
+            "dice": best["dice"] if best else None,
+            "best_pt": str(run / "best.pt") if (run / "best.pt").is_file() else None,
+        }
+    scored = [f for f in folds.values() if f["best_mean_dice"] is not None]
+    per_class = None
+    if scored:
+        names = list(scored[0]["dice"])
+        per_class = {c: sum(f["dice"][c] for f in scored) / len(scored) for c in names}
+    summary = {
+        "out": str(out),
+        "epochs": base.epochs,
+        "folds": folds,
+        "folds_scored": len(scored),
+        "mean_dice": sum(f["best_mean_dice"] for f in scored) / len(scored) if scored else None,
+        "per_class": per_class,
+        "all_finished": bool(folds) and all(f["finished"] for f in folds.values()),
+    }
+    atomic_write_text(out / KFOLD_SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return summary
