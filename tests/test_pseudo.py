@@ -134,3 +134,19 @@ def test_competition_options_train_together(comp_root, tmp_path, loader):
     tb = read_scalars(run / "tb")
     assert tb["train/loss"] == pytest.approx({r["epoch"]: r["loss"] for r in recs})
     assert tb["val/mean_dice"] == pytest.approx({r["epoch"]: r["mean_dice"] for r in recs})
+
+
+def test_cli_options_reach_the_config(comp_root, tmp_path):
+    from click.testing import CliRunner
+
+    from hbseg.train.cli import train as train_cmd
+
+    csv = tmp_path / "sub.csv"
+    write_pseudo_csv(csv, comp_root / "test")
+    base = ["--data", comp_root, "--device", "cpu", "--out", tmp_path / "run"]
+    r = CliRunner().invoke(train_cmd, [str(a) for a in [*base, "--pseudo", csv]])
+    assert r.exit_code == 2 and "--pseudo CSV and --pseudo-data FOLDER go together" in r.output
+    r = CliRunner().invoke(train_cmd, [str(a) for a in [*base, "--loss", "dice:0.6,bce:x"]])
+    assert r.exit_code == 2 and "loss weight 'x' of 'dice'" not in r.output
+    assert "loss weight 'x' of 'bce' is not a number" in r.output
+    assert not (tmp_path / "run").exists()

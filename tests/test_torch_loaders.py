@@ -219,6 +219,15 @@ def test_baseline_masks_equal_resized_fillpoly(index):
         np.testing.assert_array_equal(m.numpy(), truth(row, SIZE, cv2.INTER_NEAREST))
 
 
+def test_baseline_builds_the_full_resolution_label_in_uint8_like_the_real_baseline(index):
+    from hbseg.torch_loaders.baseline_loader import _baseline_label
+
+    row = index.iloc[0]
+    label = _baseline_label(row.json_path, int(row.height), int(row.width))
+    assert label.dtype == np.uint8 and label.shape == (row.height, row.width, len(CLASSES))
+    np.testing.assert_array_equal(label.transpose(2, 0, 1), truth(row, None, cv2.INTER_NEAREST))
+
+
 def test_baseline_image_is_the_plain_resized_png(index):
     images, _ = collect(build_loader("baseline", index, cfg_for(), "train"))
     order = epoch_order(len(index), 0, 0, True, 0, 1)

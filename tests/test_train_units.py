@@ -159,7 +159,7 @@ def test_config_roundtrip_yaml_and_json(tmp_path):
 @pytest.mark.parametrize("kw,msg", [
     (dict(loader="dali-cache"), "needs --device cuda"),
     (dict(amp="fp16"), "needs --device cuda"),
-    (dict(loss="softmax"), "Valid: bce, dice, bce_dice, focal_dice"),
+    (dict(loss="softmax"), "Valid: bce, dice, focal, lovasz, tversky, jaccard, gdice, bce_dice, focal_dice"),
     (dict(loader="nope"), "unknown loader"),
     (dict(size=8), "at least 16"),
     (dict(fold=-2), "--fold"),

@@ -144,7 +144,7 @@ def _run(cmd: list[str], log_path: Path, timeout: float, env: dict | None = None
     _log("$ " + " ".join(cmd))
     if commands is not None:
         commands.append(" ".join(cmd))
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", **(env or {})}
+    full_env = {**_base_env(), **(env or {})}
     t0 = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -157,6 +157,16 @@ def _run(cmd: list[str], log_path: Path, timeout: float, env: dict | None = None
             with open(log_path, "a") as f:
                 f.write(f"\nkit: killed after {timeout:.0f} s\n")
     return rc, time.monotonic() - t0
+
+
+def _base_env() -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+
+
+def _threads(cfg: KitConfig) -> dict:
+    """The dry run's processes use one OpenMP thread: on a shared 2-core runner more made
+    its tiny models several times slower."""
+    return {"OMP_NUM_THREADS": "1"} if cfg.dry else {}
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -292,7 +302,7 @@ def _step_test(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[boo
     where = [str(tests / "test_gpu_paths.py")] if cfg.dry else [str(tests)]
     cmd = _py("pytest", "-m", "gpu", "-ra", "-q", "-p", "no:cacheprovider",
               f"--junitxml={d / 'junit.xml'}", *where)
-    rc, secs = _run(cmd, d / "pytest.log", clock.left(), env, notes["commands"])
+    rc, secs = _run(cmd, d / "pytest.log", clock.left(), {**env, **_threads(cfg)}, notes["commands"])
     c = _junit_counts(d / "junit.xml")
     passed = c["tests"] - c["failures"] - c["errors"] - c["skipped"]
     line = (f"{passed} passed, {c['failures']} failed, {c['errors']} errors, {c['skipped']} "
@@ -359,7 +369,7 @@ def _step_ops(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool
               "--batch-size", str(cfg.batch_size), "--device", cfg.device.split(":")[0],
               "--iters", str(cfg.ops_iters), "--warmup", str(cfg.ops_warmup),
               "--repeats", str(cfg.ops_repeats), "--out", str(d / "ops"))
-    rc, secs = _run(cmd, d / "ops.log", clock.left() * 0.6, None, notes["commands"])
+    rc, secs = _run(cmd, d / "ops.log", clock.left() * 0.6, _threads(cfg), notes["commands"])
     rows = []
     try:
         rows = json.loads((d / "ops" / "ops.json").read_text())["ops"]
@@ -374,7 +384,7 @@ def _step_ops(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool
         args = {"kind": kind, "device": cfg.device, "size": cfg.size, "batch_size": cfg.batch_size,
                 "threads": threads, "cache": str(root / "hbseg-cache"), "result": str(result)}
         code = f"from hbseg.benchmarks.kit import _latency_main; _latency_main({json.dumps(json.dumps(args))})"
-        lrc, _ = _run([sys.executable, "-c", code], d / f"latency-{kind}.log", share, None,
+        lrc, _ = _run([sys.executable, "-c", code], d / f"latency-{kind}.log", share, _threads(cfg),
                       notes["commands"])
         try:
             latency.append(json.loads(result.read_text()))
@@ -407,7 +417,7 @@ def _step_bench(cfg: KitConfig, d: Path, clock: _Clock, notes: dict, cpus: int) 
               "--warmup-steps", str(cfg.bench_warmup_steps), "--steps-limit", str(cfg.bench_steps),
               "--amp", cfg.amp, "--device", cfg.device.split(":")[0], "--timeout", f"{per_run:.0f}",
               "--note", f"hbseg-bench kit bench {cpus}", "--out", str(run))
-    rc, secs = _run(cmd, d / "loaders.log", clock.left() - 10, None, notes["commands"])
+    rc, secs = _run(cmd, d / "loaders.log", clock.left() - 10, _threads(cfg), notes["commands"])
     try:
         runs = json.loads((run / "results.json").read_text())["runs"]
     except (OSError, ValueError, KeyError):
@@ -417,7 +427,7 @@ def _step_bench(cfg: KitConfig, d: Path, clock: _Clock, notes: dict, cpus: int) 
     shutil.copy2(run / "results.json", keep / "results.json")
     parts = sorted(str(p) for p in (Path(cfg.work) / "bench").glob("cpus-*/results.json"))
     mrc, _ = _run(_py("hbseg.benchmarks.cli", "report", *parts, "--out", str(d / "merged")),
-                  d / "report.log", max(10.0, clock.left()), None, notes["commands"])
+                  d / "report.log", max(10.0, clock.left()), _threads(cfg), notes["commands"])
     cells = []
     for r in runs:
         if r.get("status") != "ok":
@@ -469,23 +479,25 @@ def _step_quality(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[
                   "--device", cfg.device, "--arch", cfg.arch, "--encoder", cfg.encoder,
                   "--size", str(cfg.size), "--batch-size", str(cfg.batch_size),
                   "--epochs", str(cfg.quality_epochs), "--amp", cfg.amp,
-                  "--workers", str(_cores()), "--no-progress", "--out", str(run), "--overwrite")
+                  "--workers", str(1 if cfg.dry else _cores()), "--no-progress", "--out", str(run),
+                  "--overwrite")
     if cfg.quality_slice_epochs:
         cmd += ["--stop-after", str(before + cfg.quality_slice_epochs)]
-    rc = _train_until(cmd, run, d / "train.log", clock, notes)
+    rc = _train_until(cmd, run, d / "train.log", clock, notes, _threads(cfg))
     done = len(_read_metrics(run / "metrics.jsonl"))
     state = "finished" if done >= cfg.quality_epochs else "continue with: hbseg-bench kit quality"
     ok, line = _quality_report(cfg, run, d, done, done - before, state)
     return ok and rc in (0, 130) and (done > before), line + f" (rc {rc})"
 
 
-def _train_until(cmd: list[str], run: Path, log_path: Path, clock: _Clock, notes: dict) -> int:
+def _train_until(cmd: list[str], run: Path, log_path: Path, clock: _Clock, notes: dict,
+                 env: dict) -> int:
     """Run hbseg-train; once the next epoch would end past the budget, Ctrl-C it: the
     trainer then finishes the epoch in progress, saves last.pt and exits 130. A second
     Ctrl-C at the budget's end stops at once (last.pt keeps the previous epoch)."""
     _log("$ " + " ".join(cmd))
     notes["commands"].append(" ".join(cmd))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    env = {**_base_env(), **env}
     slack = 10.0
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

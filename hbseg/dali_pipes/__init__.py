@@ -33,7 +33,8 @@ _LAZY = {
     "cache_bytes": "cache_loader",
     "DaliInferLoader": "infer_loader",
     # plain DataLoader back-ends (no DALI needed) and the factory over all of them
-    "TorchLoader": "torch_loader", "BaselineLoader": "baseline_loader",
+    "TorchLoader": "hbseg.torch_loaders.torch_loader",
+    "BaselineLoader": "hbseg.torch_loaders.baseline_loader",
     "build_loader": "factory", "LOADERS": "factory",
 }
 
@@ -50,7 +51,8 @@ def __getattr__(name: str):
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        mod = importlib.import_module(f".{module}", __name__)
+        mod = importlib.import_module(module if module.startswith("hbseg.") else f".{module}",
+                                      __name__)
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] == "nvidia":
             from .dali_loader import DALI_MISSING

@@ -42,9 +42,9 @@ def build_loader(kind: str, index: pd.DataFrame, cfg: LoaderConfig, mode: str = 
 
         return DaliCacheLoader(index, cfg, mode, device)
     if kind == "torch":
-        from .torch_loader import TorchLoader
+        from hbseg.torch_loaders.torch_loader import TorchLoader
 
         return TorchLoader(index, cfg, mode, device)
-    from .baseline_loader import BaselineLoader
+    from hbseg.torch_loaders.baseline_loader import BaselineLoader
 
     return BaselineLoader(index, cfg, mode, device)

@@ -45,9 +45,10 @@
   const fmt = (v) => v.toFixed(3);
   const mean = (a) => a.reduce((s, v) => s + v, 0) / a.length;
 
-  // Dice → colour: 1.0 is a quiet green; the scale is stretched near 1, where most bones are
+  // Dice → colour: 1.0 is a quiet green, 0.5 and below red; the scale is stretched a little
+  // near 1, where most bones of a trained model are
   function heat(d) {
-    const u = Math.min(1, Math.sqrt(Math.max(0, 1 - d) / 0.5));
+    const u = Math.min(1, (Math.max(0, 1 - d) / 0.5) ** 0.75);
     const stops = [[0, [35, 92, 66]], [0.35, [200, 170, 60]], [0.7, [225, 90, 40]], [1, [190, 20, 45]]];
     for (let i = 1; i < stops.length; i++) {
       if (u <= stops[i][0]) {

@@ -23,13 +23,18 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig, NormalizeConfig
+from hbseg.dali_pipes.draw import (
+    SampleDraw,
+    draw_sample,
+    eval_draw,
+    sample_matrix,
+    to_opencv_matrix,
+)
+from hbseg.dali_pipes.loader_base import check_index, epoch_order, num_batches
 from hbseg.data.images import read_gray_png
 from hbseg.data.masks import read_packed_png, unpack_masks_torch
 from hbseg.errors import ConfigError, DataError
-
-from .config import AugmentConfig, LoaderConfig, NormalizeConfig
-from .draw import SampleDraw, draw_sample, eval_draw, sample_matrix, to_opencv_matrix
-from .loader_base import check_index, epoch_order, num_batches
 
 __all__ = ["TorchLoader", "EpochSampler", "apply_draw", "warp_nearest"]
 
