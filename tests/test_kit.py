@@ -4,6 +4,7 @@ cannot rot between GPU sessions (``hbseg-bench kit STEP --dry``)."""
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def kit(tmp_path_factory) -> KitConfig:
     """One work folder (data made once, a training run) shared by the steps, as on a
     warm GPU machine; every step writes into the same OUT."""
     base = tmp_path_factory.mktemp("kit")
-    return KitConfig.make(base / "out", base / "work", dry=True, budget_s=240)
+    return KitConfig.make(base / "out", base / "work", dry=True, budget_s=240, bundle=False)
 
 
 def _kit_json(cfg: KitConfig, name: str) -> dict:
@@ -31,9 +32,14 @@ def test_env_through_the_cli(kit, monkeypatch, capsys):
     assert run_main(main, args, monkeypatch) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith("kit env: ok ") and "cores" in line
-    env = json.loads((Path(kit.out) / "env" / "env.json").read_text())
+    # what a device command brings back: kit.json and one bundle per step
+    d = Path(kit.out) / "env"
+    assert sorted(p.name for p in d.iterdir()) == ["env.tar.gz", "kit.json"]
+    with tarfile.open(d / "env.tar.gz") as tar:
+        env = json.load(tar.extractfile("env.json"))
     assert env["versions"]["torch"] and env["cpus_allowed"] >= 1
-    assert _kit_json(kit, "env")["ok"] is True
+    k = _kit_json(kit, "env")
+    assert k["ok"] is True and "env.json" in k["bundle"] and k["env"]["cpus_allowed"] >= 1
     # bench needs its core count, and only bench takes one
     assert run_main(main, ["kit", "bench", "--dry", "--out", kit.out], monkeypatch) == 1
     assert run_main(main, ["kit", "env", "4", "--dry", "--out", kit.out], monkeypatch) == 1
@@ -74,7 +80,7 @@ def test_bench_step_merges_parts(kit):
 def test_quality_continues_across_commands_and_restarts_fresh(kit):
     def quality(epochs: int):
         cfg = KitConfig.make(kit.out, kit.work, dry=True, budget_s=240, quality_slice_epochs=1,
-                             quality_epochs=epochs)
+                             quality_epochs=epochs, bundle=False)
         r = run_step("quality", cfg)
         assert r.ok, r.line
         return r.line

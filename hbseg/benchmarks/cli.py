@@ -219,16 +219,19 @@ def report(results: tuple[Path, ...], out: Path, debug: bool) -> None:
 @click.option("--epochs", type=click.IntRange(1), default=None, help="quality: epochs planned [default: 40].")
 @click.option("--slice-epochs", type=click.IntRange(1), default=None,
               help="quality: at most N more epochs in this command.")
+@click.option("--steps", type=click.IntRange(1), default=None,
+              help="bench: batches per epoch [default: 50; fewer when the baseline times out].")
 @debug_option
 def kit(step: str, cpus: int | None, out: Path | None, work: Path | None, dry: bool,
-        budget_s: float | None, epochs: int | None, slice_epochs: int | None, debug: bool) -> None:
+        budget_s: float | None, epochs: int | None, slice_epochs: int | None, steps: int | None,
+        debug: bool) -> None:
     """One step of a GPU session: env, test, ops, bench CPUS, quality (see benchmarks/README.md,
     "GPU session runbook"). Prints one line `kit STEP: ok|FAILED ...`; exits 1 on FAILED."""
     from .kit import KitConfig, default_out, default_work, dry_requested, run_step
 
     dry = dry or dry_requested()
     cfg = KitConfig.make(out or default_out(), work or default_work(dry), dry, budget_s=budget_s,
-                         quality_epochs=epochs, quality_slice_epochs=slice_epochs)
+                         quality_epochs=epochs, quality_slice_epochs=slice_epochs, bench_steps=steps)
     result = run_step(step, cfg, cpus)
     click.echo(result.line)
     if not result.ok:

@@ -19,6 +19,7 @@ CPU so that the test suite runs every step's code path between GPU sessions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from hbseg.atomic import atomic_write_text, check_writable_dir
+from hbseg.atomic import atomic_path, atomic_write_text, check_writable_dir
 from hbseg.errors import ConfigError
 
 __all__ = ["STEPS", "KitConfig", "StepResult", "run_step", "ensure_data", "real_hands_dir",
@@ -66,6 +67,7 @@ class KitConfig:
     quality_loader: str = "dali-cache"
     quality_epochs: int = 40
     quality_slice_epochs: int | None = None  # at most this many epochs per command
+    bundle: bool = True  # OUT/<step>/ = kit.json + <step>.tar.gz (a device command returns 8 files)
 
     @classmethod
     def make(cls, out: str | Path, work: str | Path, dry: bool = False, **changes) -> KitConfig:
@@ -147,8 +149,7 @@ def _run(cmd: list[str], log_path: Path, timeout: float, env: dict | None = None
     full_env = {**_base_env(), **(env or {})}
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=full_env, cwd=_repo_root(), start_new_session=True)
+        proc = _popen(cmd, log, full_env)
         try:
             rc = proc.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
@@ -156,7 +157,17 @@ def _run(cmd: list[str], log_path: Path, timeout: float, env: dict | None = None
             rc = 124
             with open(log_path, "a") as f:
                 f.write(f"\nkit: killed after {timeout:.0f} s\n")
+        finally:
+            if proc.poll() is None:  # the kit itself is stopping (SIGTERM, Ctrl-C)
+                _kill(proc)
     return rc, time.monotonic() - t0
+
+
+def _popen(cmd: list[str], log, env: dict) -> subprocess.Popen:
+    # its own process group (killed as one), but the kit's session: a device command
+    # that ends takes every process of its session with it, and none stays on the GPU
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, cwd=_repo_root(), preexec_fn=os.setpgrp)
 
 
 def _base_env() -> dict:
@@ -263,6 +274,7 @@ def _step_env(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool
     info["real_hands"] = {"dir": str(hands), "pngs": len(list(hands.glob("*.png"))) if hands.is_dir() else 0}
     info["nvidia_smi"] = smi
     atomic_write_text(d / "env.json", json.dumps(info, indent=1, default=str) + "\n")
+    notes["env"] = info
     v = info["versions"]
     cupy = next((ver for k, ver in extra.items() if k.startswith("cupy")), None)
     mem = (f"{info['gpu_free_gb']}/{info['gpu_total_gb']} GiB free" if "gpu_free_gb" in info
@@ -341,7 +353,8 @@ def _latency_main(args_json: str) -> None:
     cfg = LoaderConfig(size=a["size"], batch_size=a["batch_size"], num_threads=a["threads"])
     t = time.perf_counter()
     loader = build_loader(a["kind"], index, cfg, "train", a["device"])
-    out["pipeline_build_s"] = time.perf_counter() - t
+    out["pipeline_build_s"] = time.perf_counter() - t  # the whole constructor
+    out["dali_build_s"] = getattr(loader, "pipeline_build_s", None)  # pipe.build() alone
     t = time.perf_counter()
     it = iter(loader)
     image, _ = next(it)
@@ -392,6 +405,7 @@ def _step_ops(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool
             latency.append({"loader": kind, "status": "failed", "rc": lrc,
                             "error": _tail(d / f"latency-{kind}.log")})
     atomic_write_text(d / "latency.json", json.dumps(latency, indent=1) + "\n")
+    notes["latency"] = latency
     fmt = ", ".join(f"{r['loader']} {r['pipeline_build_s']:.1f}+{r['first_batch_s']:.1f} s"
                     if "first_batch_s" in r else f"{r['loader']} failed" for r in latency)
     ok = rc == 0 and bad == 0 and all("first_batch_s" in r for r in latency)
@@ -428,6 +442,8 @@ def _step_bench(cfg: KitConfig, d: Path, clock: _Clock, notes: dict, cpus: int) 
     parts = sorted(str(p) for p in (Path(cfg.work) / "bench").glob("cpus-*/results.json"))
     mrc, _ = _run(_py("hbseg.benchmarks.cli", "report", *parts, "--out", str(d / "merged")),
                   d / "report.log", max(10.0, clock.left()), _threads(cfg), notes["commands"])
+    with contextlib.suppress(OSError):
+        notes["table"] = (d / "merged" / "table.md").read_text()
     cells = []
     for r in runs:
         if r.get("status") != "ok":
@@ -487,6 +503,7 @@ def _step_quality(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[
     done = len(_read_metrics(run / "metrics.jsonl"))
     state = "finished" if done >= cfg.quality_epochs else "continue with: hbseg-bench kit quality"
     ok, line = _quality_report(cfg, run, d, done, done - before, state)
+    notes["quality"] = json.loads((d / "quality.json").read_text())
     return ok and rc in (0, 130) and (done > before), line + f" (rc {rc})"
 
 
@@ -500,20 +517,23 @@ def _train_until(cmd: list[str], run: Path, log_path: Path, clock: _Clock, notes
     env = {**_base_env(), **env}
     slack = 10.0
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=_repo_root(), start_new_session=True)
+        proc = _popen(cmd, log, env)
         asked = 0
-        while proc.poll() is None:
-            time.sleep(0.5)
-            secs = [r.get("epoch_seconds") or 0 for r in _read_metrics(run / "metrics.jsonl")]
-            epoch_s = max(secs[-3:]) if secs else 0.0
-            if asked == 0 and clock.left() < 1.2 * epoch_s + slack:
-                proc.send_signal(signal.SIGINT)
-                asked = 1
-            elif asked == 1 and clock.left() <= 0:
-                proc.send_signal(signal.SIGINT)
-                asked = 2
-            elif asked == 2 and clock.left() <= -slack:
+        try:
+            while proc.poll() is None:
+                time.sleep(0.5)
+                secs = [r.get("epoch_seconds") or 0 for r in _read_metrics(run / "metrics.jsonl")]
+                epoch_s = max(secs[-3:]) if secs else 0.0
+                if asked == 0 and clock.left() < 1.2 * epoch_s + slack:
+                    proc.send_signal(signal.SIGINT)
+                    asked = 1
+                elif asked == 1 and clock.left() <= 0:
+                    proc.send_signal(signal.SIGINT)
+                    asked = 2
+                elif asked == 2 and clock.left() <= -slack:
+                    _kill(proc)
+        finally:
+            if proc.poll() is None:
                 _kill(proc)
         return proc.returncode
 
@@ -543,6 +563,23 @@ def _quality_report(cfg: KitConfig, run: Path, d: Path, done: int, new: int, sta
 # --------------------------------------------------------------------------- entry
 
 
+@contextlib.contextmanager
+def _exit_on_sigterm():
+    """While a step runs, SIGTERM (a device command's time limit) becomes SystemExit, so
+    the ``finally`` clauses above kill the step's subprocesses instead of leaving them on
+    the GPU for the next command."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_step(step: str, cfg: KitConfig, cpus: int | None = None) -> StepResult:
     """Run one step; everything it measured goes to ``OUT/<step>`` (``OUT/bench-CPUS`` for
     bench), with ``kit.json`` holding the config, the commands and the summary line."""
@@ -556,11 +593,12 @@ def run_step(step: str, cfg: KitConfig, cpus: int | None = None) -> StepResult:
     clock = _Clock(cfg.budget_s)
     notes: dict = {"commands": []}
     try:
-        if step == "bench":
-            ok, summary = _step_bench(cfg, d, clock, notes, cpus)
-        else:
-            ok, summary = {"env": _step_env, "test": _step_test, "ops": _step_ops,
-                           "quality": _step_quality}[step](cfg, d, clock, notes)
+        with _exit_on_sigterm():
+            if step == "bench":
+                ok, summary = _step_bench(cfg, d, clock, notes, cpus)
+            else:
+                ok, summary = {"env": _step_env, "test": _step_test, "ops": _step_ops,
+                               "quality": _step_quality}[step](cfg, d, clock, notes)
     except Exception as e:  # noqa: BLE001 - the summary line must come whatever broke
         import traceback
 
@@ -568,7 +606,27 @@ def run_step(step: str, cfg: KitConfig, cpus: int | None = None) -> StepResult:
         ok, summary = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     result = StepResult(f"bench {cpus}" if step == "bench" else step, ok, summary, clock.elapsed())
     result = replace(result, summary=f"{summary} [{result.seconds:.0f} s]")
+    if cfg.bundle:
+        notes["bundle"] = _bundle(d, name)
     atomic_write_text(d / "kit.json", json.dumps({
         "step": step, "cpus": cpus, "ok": ok, "line": result.line, "seconds": result.seconds,
         "config": asdict(cfg), **notes}, indent=1, default=str) + "\n")
     return result
+
+
+def _bundle(d: Path, name: str) -> list[str]:
+    """Everything the step wrote into ``d`` goes into ``d/<name>.tar.gz`` (the originals
+    removed): a device command brings back at most 8 files, two folders deep."""
+    import tarfile
+
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.name != "kit.json"
+                   and p.name != f"{name}.tar.gz")
+    with atomic_path(d / f"{name}.tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for p in files:
+            tar.add(p, arcname=str(p.relative_to(d)))
+    for p in files:
+        p.unlink()
+    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    return [str(p.relative_to(d)) for p in files]

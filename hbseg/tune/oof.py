@@ -74,8 +74,11 @@ def _oof_rows(cfg: OofConfig) -> tuple[pd.DataFrame, dict[int, Path]]:
     from hbseg.data import default_cache_dir, load_cache_index
     from hbseg.train.kfold import list_fold_dirs, load_kfold_config
 
+    from hbseg.data.split import apply_split
+
     base = load_kfold_config(cfg.kfold_dir)
     index = load_cache_index(Path(base.cache) if base.cache else default_cache_dir(base.data))
+    index = apply_split(index, base.split, base.data)  # the folds the models were trained on
     runs = list_fold_dirs(cfg.kfold_dir)
     if cfg.folds is None:
         folds = [k for k, run in runs.items() if (run / cfg.checkpoint).is_file()]
