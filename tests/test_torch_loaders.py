@@ -292,3 +292,40 @@ def test_config_is_not_mutated(index):
 def test_cuda_output(index, kind):
     image, mask = next(iter(build_loader(kind, index, cfg_for(num_threads=2), "train", "cuda")))
     assert image.is_cuda and mask.is_cuda and mask.dtype == torch.uint8
+
+
+FORK_AFTER_DALI = """
+import gc, sys
+from dataclasses import replace
+import hbseg.torch_loaders.torch_loader as tl
+from hbseg.dali_pipes import DaliLoader, LoaderConfig, build_loader
+from hbseg.data import load_cache_index
+
+def collecting_worker_init(worker_id):
+    gc.collect()  # what a worker's own allocations may trigger at any moment
+    tl.worker_init(worker_id)
+
+index = load_cache_index(sys.argv[1])
+cfg = LoaderConfig(size=64, batch_size=4, num_threads=1)
+dali = DaliLoader(index, cfg, "train", "cpu")
+dali.me = dali  # a reference cycle: unreachable after del, but not yet collected
+next(iter(dali))
+del dali
+loader = build_loader("torch", index, replace(cfg, num_threads=2), "train", "cpu")
+loader._loader.worker_init_fn = collecting_worker_init
+print(sum(x.shape[0] for x, _ in loader))
+"""
+
+
+@pytest.mark.slow
+def test_workers_forked_after_a_dropped_dali_loader_do_not_destroy_its_pipeline(tiny_cache):
+    """A forked worker that garbage-collects an inherited DALI pipeline crashes or hangs in
+    its destructor; objects alive at the fork are frozen out of the child's collector."""
+    pytest.importorskip("nvidia.dali")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", FORK_AFTER_DALI, str(tiny_cache)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "8"

@@ -12,6 +12,7 @@ there: 4 bytes per pixel cross process and PCIe boundaries instead of 29.
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from hbseg.dali_pipes.draw import (
     to_opencv_matrix,
 )
 from hbseg.dali_pipes.loader_base import check_index, epoch_order, num_batches
-from hbseg.data.images import read_gray_png
+from hbseg.data.classes import NUM_CLASSES
+from hbseg.data.formats.images import read_image
 from hbseg.data.masks import read_packed_png, unpack_masks_torch
 from hbseg.errors import ConfigError, DataError
 
@@ -128,14 +130,14 @@ def check_mode(mode: str, cfg: LoaderConfig) -> None:
         raise ConfigError("full_res_mask is for eval mode only (training needs equal-size masks)")
 
 
-def move_batch(batch, device: torch.device, unpack: bool):
+def move_batch(batch, device: torch.device, unpack: bool, num_classes: int = NUM_CLASSES):
     """Host → device copy (non-blocking from pinned memory), then unpack masks there."""
     images, masks = batch
     images = images.to(device, non_blocking=True)
 
     def one(m: torch.Tensor) -> torch.Tensor:
         m = m.to(device, non_blocking=True)
-        return unpack_masks_torch(m) if unpack else m.to(torch.uint8)
+        return unpack_masks_torch(m, num_classes) if unpack else m.to(torch.uint8)
 
     masks = [one(m) for m in masks] if isinstance(masks, list) else one(masks)
     return images, masks
@@ -156,6 +158,21 @@ def make_dataloader(dataset: Dataset, sampler: EpochSampler, cfg: LoaderConfig, 
         prefetch_factor=max(1, cfg.prefetch) if workers > 0 else None,
         worker_init_fn=worker_init if workers > 0 else None,
     )
+
+
+def _fork_safe_iter(loader: DataLoader):
+    """``iter(loader)``, with every object that exists when the workers fork frozen out of
+    the garbage collector's reach. A forked worker inherits the parent's objects; should it
+    collect an unreachable DALI pipeline (a loader dropped in a reference cycle), the
+    pipeline's destructor waits forever on threads that do not exist in the child."""
+    if loader.num_workers == 0:
+        return iter(loader)
+    gc.collect()  # what is garbage now is destroyed here, in the parent, safely
+    gc.freeze()
+    try:
+        return iter(loader)
+    finally:
+        gc.unfreeze()
 
 
 class LoaderBase:
@@ -190,10 +207,10 @@ class LoaderBase:
         discards the batches a half-read iterator left in flight."""
 
     def __iter__(self) -> Iterator:
-        for batch in self._loader:
+        for batch in _fork_safe_iter(self._loader):
             if isinstance(batch, SampleFailure):
                 raise batch.error()
-            yield move_batch(batch, self._device, self._unpack)
+            yield move_batch(batch, self._device, self._unpack, self.cfg.num_classes)
 
 
 # --------------------------------------------------------------------------- torch back-end
@@ -217,22 +234,36 @@ def warp_nearest(packed: np.ndarray, mt: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def clahe_rgb(image: np.ndarray, clahe) -> np.ndarray:
+    """CLAHE on the luminance of an RGB image: OpenCV's on the L channel of LAB, which is
+    what DALI's ``fn.clahe(luma_only=True)`` computes (tested equal on CPU)."""
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
 def apply_draw(image: np.ndarray, packed: np.ndarray | None, d: SampleDraw, aug: AugmentConfig,
                norm: NormalizeConfig, size: int, crop: int | None):
     """One sample through the graph's steps, with OpenCV: CLAHE → warp by ``d``'s matrix
     (linear image, nearest packed mask, 0 outside) → brightness/contrast → normalise.
-    Returns ``(float32 [H, W] normalised image, packed mask or None)``."""
+    ``image``: [H, W] grey or [H, W, 3] RGB uint8. Returns ``(float32 [H, W] or [H, W, 3]
+    normalised image, packed mask or None)``."""
     if d.clahe:
         tx, ty = aug.clahe_tile_grid
-        image = cv2.createCLAHE(clipLimit=aug.clahe_clip_limit, tileGridSize=(tx, ty)).apply(image)
-    mt = sample_matrix(d, image.shape, size, crop)
+        clahe = cv2.createCLAHE(clipLimit=aug.clahe_clip_limit, tileGridSize=(tx, ty))
+        image = clahe.apply(image) if image.ndim == 2 else clahe_rgb(image, clahe)
+    mt = sample_matrix(d, image.shape[:2], size, crop)
     image = cv2.warpAffine(image, to_opencv_matrix(mt), dsize=(size, size), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if packed is not None:
         packed = warp_nearest(packed, mt, size)
     if d.alpha != 1.0 or d.beta != 0.0:
         image = np.clip(np.rint(image * np.float32(d.alpha) + np.float32(d.beta * 255.0)), 0, 255)
-    image = (image.astype(np.float32) / 255.0 - norm.mean) / norm.std
+    if image.ndim == 2:
+        image = (image.astype(np.float32) / 255.0 - norm.mean) / norm.std
+    else:
+        mean, std = (np.asarray(v, np.float32) for v in norm.per_channel(image.shape[2]))
+        image = (image.astype(np.float32) / 255.0 - mean) / std
     return image, packed
 
 
@@ -252,13 +283,13 @@ class TorchDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         i, epoch = key
-        image = guard(self.images[i], read_gray_png, self.images[i])
+        image = guard(self.images[i], read_image, self.images[i], self.cfg.channels)
         if isinstance(image, SampleFailure):
             return image
         packed = guard(self.masks[i], read_packed_png, self.masks[i])
         if isinstance(packed, SampleFailure):
             return packed
-        if packed.shape[:2] != image.shape:
+        if packed.shape[:2] != image.shape[:2]:
             return SampleFailure(f"mask is {packed.shape[1]}x{packed.shape[0]} but its image is "
                                  f"{image.shape[1]}x{image.shape[0]}; rebuild the mask cache",
                                  self.masks[i])
@@ -268,7 +299,8 @@ class TorchDataset(Dataset):
         image, warped = apply_draw(image, None if self.full_res else packed, d, c.augment,
                                    c.normalize, c.size, c.crop if train else None)
         mask = packed if self.full_res else warped
-        img = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
+        img = torch.from_numpy(np.ascontiguousarray(image))
+        img = img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1).contiguous()
         return (img.half() if self.half else img), torch.from_numpy(np.ascontiguousarray(mask))
 
 
