@@ -5,8 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
-DEMO_IDS  ?= 8
-DEMO_SIZE ?= 256
+DEMO_ARGS ?=
 
 .PHONY: demo test lint install clean
 
@@ -19,14 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Synthetic hands, training with DALI on CPU, submission, pictures, loader benchmark and a
+# summary: hbseg/demo.py. `make demo DEMO_ARGS="--seed 3 --no-bench"` passes options on.
 demo: $(STAMP)
-	$(VENV)/bin/hbseg-data synth $(DEMO)/data --ids $(DEMO_IDS) --size $(DEMO_SIZE) --test-ids 1 --seed 0 --overwrite
-	$(VENV)/bin/hbseg-data cache $(DEMO)/data
-	$(VENV)/bin/hbseg-train --data $(DEMO)/data --loader dali --device cpu --arch unet --encoder resnet18 \
-		--size $(DEMO_SIZE) --batch-size 4 --epochs 3 --workers 2 --out $(DEMO)/run --overwrite
-	$(VENV)/bin/hbseg-infer --checkpoint $(DEMO)/run/best.pt --data $(DEMO)/data/test \
-		--out $(DEMO)/submission.csv --overlays $(DEMO)/overlays
-	@echo "demo done: see $(DEMO)/run (metrics, curves), $(DEMO)/submission.csv, $(DEMO)/overlays"
+	$(PY) -m hbseg.demo --out $(DEMO) $(DEMO_ARGS)
 
 # CI runs this. The full suite, slow end-to-end cases included; only GPU tests skip.
 test: $(STAMP)

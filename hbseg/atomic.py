@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "check_writable_dir"]
+__all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "check_writable_dir", "remove_leftovers"]
 
 
 @contextlib.contextmanager
@@ -58,7 +58,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, onerror=_make_writable_and_retry)
         _remove_leftovers(path)
     finally:
         if tmp.exists():
@@ -66,6 +66,23 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _make_writable_and_retry(func, p, exc_info) -> None:
+    """rmtree's onerror: a read-only folder (a cache made read-only by hand) keeps its
+    entries; make it writable and retry once, else leave it."""
+    try:
+        os.chmod(os.path.dirname(p) or ".", 0o755)
+        if os.path.isdir(p) and not os.path.islink(p):
+            os.chmod(p, 0o755)
+        func(p)
+    except OSError:
+        pass
+
+
+def remove_leftovers(path: str | Path) -> None:
+    """Public name of ``_remove_leftovers``, for writers that hold a lock on ``path``."""
+    _remove_leftovers(Path(path))
 
 
 def _remove_leftovers(path: Path) -> None:

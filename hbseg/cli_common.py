@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
 from hbseg.errors import HbsegError
 
-__all__ = ["debug_option", "run_cli", "main_entry"]
+__all__ = ["debug_option", "run_cli", "main_entry", "FiniteFloat", "check_out_not_input"]
 
 debug_option = click.option(
     "--debug", is_flag=True, default=False, help="Show the full Python traceback on errors."
@@ -25,9 +28,60 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+class FiniteFloat(click.FloatRange):
+    """``click.FloatRange`` that also refuses nan and inf (a FloatRange lets nan through,
+    since every comparison with nan is false)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
+def check_out_not_input(out, inputs, option: str = "--out") -> None:
+    """A usage error when the output file is one of the inputs: writing it would destroy
+    the input (a checkpoint, a prediction CSV) that the user still needs."""
+    if out is None:
+        return
+    out = Path(out)
+    for src in inputs:
+        if src is None:
+            continue
+        src = Path(src)
+        same = out.resolve() == src.resolve()
+        if not same and out.exists() and src.exists():
+            same = os.path.samefile(out, src)
+        if same:
+            raise click.BadParameter(f"{out} is also an input ({src}); writing it would destroy "
+                                     "that input, choose another file", param_hint=f"'{option}'")
+
+
+def _usable_config_dirs() -> None:
+    """With HOME missing or read-only, matplotlib (and anything following XDG) prints
+    warnings about its config/cache folder on every run; point them at a temporary
+    folder instead, so the one error line stays the only line."""
+    home = Path(os.path.expanduser("~"))
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    probe = config if config.exists() else (home if home.exists() else None)
+    if probe is not None and os.access(probe, os.W_OK | os.X_OK):
+        return
+    base = Path(tempfile.gettempdir()) / f"hbseg-{os.getuid()}"
+    try:
+        base.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return
+    os.environ.setdefault("MPLCONFIGDIR", str(base / "matplotlib"))
+    os.environ.setdefault("XDG_CACHE_HOME", str(base / "cache"))
+    os.environ.setdefault("XDG_CONFIG_HOME", str(base / "config"))
+
+
 def run_cli(command: click.Command) -> None:
     """Run a click command; known failures become ``error: <file>: <problem>`` and exit 1."""
     debug = "--debug" in sys.argv or os.environ.get("HBSEG_DEBUG") == "1"
+    _usable_config_dirs()
     try:
         command.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -46,6 +100,12 @@ def run_cli(command: click.Command) -> None:
         sys.exit(getattr(e, "exit_code", 1))
     except SystemExit:
         raise
+    except Exception as e:  # noqa: BLE001 - a bug, but still one line without --debug
+        if debug:
+            raise
+        click.echo(f"error: unexpected {type(e).__name__}: {e} (a bug in hbseg; run again with "
+                   "--debug for the traceback and report it)", err=True)
+        sys.exit(1)
 
 
 def main_entry(command: click.Command):

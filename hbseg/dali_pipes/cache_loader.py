@@ -46,8 +46,8 @@ class CacheTooLargeError(ConfigError):
     """The data set does not fit in the memory the cache may use."""
 
 
-def cache_bytes(index: pd.DataFrame) -> int:
-    """Bytes the decoded cache will hold: ``H·W·(1 + 4)`` per image."""
+def cache_bytes(index: pd.DataFrame, channels: int = 1) -> int:
+    """Bytes the decoded cache will hold: ``H·W·(channels + 4)`` per image."""
     if {"height", "width"} <= set(index.columns):
         h, w = index["height"].to_numpy(np.int64), index["width"].to_numpy(np.int64)
     else:
@@ -56,7 +56,7 @@ def cache_bytes(index: pd.DataFrame) -> int:
         hw = [png_header(p) for p in index["image_path"]]
         h = np.array([d["height"] for d in hw], np.int64)
         w = np.array([d["width"] for d in hw], np.int64)
-    return int((h * w).sum() * BYTES_PER_PIXEL)
+    return int((h * w).sum() * (BYTES_PER_PIXEL - 1 + channels))
 
 
 def _free_memory(dali_device: str, device_id: int | None) -> tuple[int, int, str]:
@@ -102,7 +102,7 @@ class DaliCacheLoader(PipelineLoader):
         self._dali_device, device_id = resolve_device(device)
         self._device_id = device_id
         self.batch_size = cfg.batch_size
-        self.cache_bytes = cache_bytes(index)
+        self.cache_bytes = cache_bytes(index, cfg.channels)
         check_fits(self.cache_bytes, len(index), self._dali_device, device_id, headroom_bytes)
         images, masks, shapes = self._decode_all(index)
         source = CachedArraySource([images, masks], cfg.batch_size,
@@ -125,7 +125,9 @@ class DaliCacheLoader(PipelineLoader):
 
         source = FileSource([index["image_path"], index["mask_path"]], self.cfg.batch_size,
                             shuffle=False)
-        pipe = decode_pipeline(source, device=self._dali_device, batch_size=self.cfg.batch_size,
+        source.channels = self.cfg.channels
+        pipe = decode_pipeline(source, device=self._dali_device, channels=self.cfg.channels,
+                               batch_size=self.cfg.batch_size,
                                num_threads=max(1, self.cfg.num_threads),
                                device_id=self._device_id, seed=0)
         images, masks = [], []
@@ -153,7 +155,8 @@ class DaliCacheLoader(PipelineLoader):
 
     def _convert(self, outputs, k: int):
         image, mask = outputs
-        return convert_pair(image, mask, self._device_id, self.cfg.full_res_mask)
+        return convert_pair(image, mask, self._device_id, self.cfg.full_res_mask,
+                            self.cfg.num_classes)
 
 
 def dali_cache_or_fallback(index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from hbseg.data.classes import NUM_CLASSES
+
 __all__ = ["AugmentConfig", "NormalizeConfig", "LoaderConfig", "NO_AUGMENT", "clahe_in_eval"]
 
 
@@ -44,17 +46,53 @@ def clahe_in_eval(train_p: float) -> bool:
 NO_AUGMENT = AugmentConfig(ssr_p=0.0, hflip_p=0.0, brightness_contrast_p=0.0)
 
 
+# ImageNet statistics: the grey defaults below are the red channel's, as before
+IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_RGB_STD = (0.229, 0.224, 0.225)
+
+
 @dataclass(frozen=True)
 class NormalizeConfig:
-    mean: float = 0.485  # ImageNet, grey
-    std: float = 0.229
+    """``(x/255 - mean)/std``; ``mean``/``std`` are one number (every channel) or one per
+    channel (colour images)."""
+
+    mean: float | tuple[float, ...] = 0.485  # ImageNet, grey
+    std: float | tuple[float, ...] = 0.229
     dtype: str = "float32"  # "float32" or "float16"
 
     def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if isinstance(v, (list, tuple)):
+                object.__setattr__(self, name, tuple(float(x) for x in v))
         if self.dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', got {self.dtype!r}")
-        if self.std <= 0:
+        if any(s <= 0 for s in self._seq(self.std)):
             raise ValueError(f"std must be positive, got {self.std}")
+
+    @staticmethod
+    def _seq(v) -> tuple[float, ...]:
+        return tuple(v) if isinstance(v, tuple) else (float(v),)
+
+    def per_channel(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(means, stds)``, one per channel; a single number serves every channel."""
+        out = []
+        for name in ("mean", "std"):
+            v = self._seq(getattr(self, name))
+            if len(v) == 1:
+                v = v * channels
+            if len(v) != channels:
+                raise ValueError(f"normalize {name} has {len(v)} values for {channels}-channel images")
+            out.append(v)
+        return out[0], out[1]
+
+    def for_channels(self, channels: int) -> NormalizeConfig:
+        """The settings for ``channels``-channel images: unchanged for grey; for colour the
+        grey ImageNet defaults become ImageNet's RGB statistics."""
+        if channels == 3 and (self.mean, self.std) == (0.485, 0.229):
+            return NormalizeConfig(IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, self.dtype)
+        self.per_channel(channels)  # raises when the counts do not fit
+        return self
 
 
 @dataclass(frozen=True)
@@ -79,8 +117,14 @@ class LoaderConfig:
     full_res_mask: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    channels: int = 1  # image channels: 1 (grey) or 3 (RGB)
+    num_classes: int = NUM_CLASSES  # mask planes unpacked from the packed masks (1-32)
 
     def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not 1 <= self.num_classes <= 32:
+            raise ValueError(f"num_classes must be in 1..32, got {self.num_classes}")
         if self.size < 16:
             raise ValueError(f"size must be at least 16, got {self.size}")
         if self.crop is not None and self.crop < 16:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hbseg.data.classes import NUM_CLASSES
 from hbseg.errors import ConfigError, DataError
 
 from .config import LoaderConfig
@@ -83,23 +84,28 @@ def to_torch(tl, device_id: int | None = None, per_sample: bool = False):
     return torch.from_numpy(np.array(tl.as_array()))
 
 
-def convert_pair(image, mask, device_id: int | None, full_res_mask: bool):
+def convert_pair(image, mask, device_id: int | None, full_res_mask: bool,
+                 num_classes: int = NUM_CLASSES):
     """Pipeline outputs → ``(image tensor, unpacked mask tensor or list)`` on their device;
-    masks are unpacked from bits there with torch bitwise ops."""
+    masks are unpacked from bits there with torch bitwise ops, ``num_classes`` planes."""
     from hbseg.data.masks import unpack_masks_torch
 
     image = to_torch(image, device_id)
     if full_res_mask:
-        return image, [unpack_masks_torch(m) for m in to_torch(mask, device_id, per_sample=True)]
-    return image, unpack_masks_torch(to_torch(mask, device_id))
+        return image, [unpack_masks_torch(m, num_classes)
+                       for m in to_torch(mask, device_id, per_sample=True)]
+    return image, unpack_masks_torch(to_torch(mask, device_id), num_classes)
 
 
 def _bad_file(source: FileSource, batches: range) -> DataError | None:
     """Decode the files of ``batches`` with OpenCV to find the one DALI choked on."""
-    from hbseg.data.images import read_gray_png
+    from functools import partial
+
+    from hbseg.data.formats.images import read_image
     from hbseg.data.masks import read_packed_png
 
-    readers = [read_gray_png, read_packed_png, read_packed_png]
+    readers = [partial(read_image, channels=getattr(source, "channels", 1)), read_packed_png,
+               read_packed_png]
     for k in batches:
         if k >= len(source):
             break
@@ -168,8 +174,9 @@ class DaliLoader(PipelineLoader):
 
     ``index``: rows of the mask cache's index (``load_cache_index``). ``device``: ``"cpu"``
     (DALI on CPU threads) or ``"cuda[:N]"`` (``mixed`` decoding, GPU operators). Yields
-    ``(image [B, 1, S, S] float, mask [B, 29, S, S] uint8 0/1)`` on ``device``; with
-    ``cfg.full_res_mask`` (eval) the mask is a list of ``[29, H_i, W_i]``. Masks leave DALI
+    ``(image [B, C_in, S, S] float, mask [B, C, S, S] uint8 0/1)`` on ``device`` (C_in =
+    ``cfg.channels``, C = ``cfg.num_classes``: 1 and 29 for the hands); with
+    ``cfg.full_res_mask`` (eval) the mask is a list of ``[C, H_i, W_i]``. Masks leave DALI
     bit-packed and are unpacked on the device with torch bitwise ops. The pipeline is
     built here, once (``pipeline_build_s`` says how long it took).
     """
@@ -187,15 +194,18 @@ class DaliLoader(PipelineLoader):
                             params=augment_params(cfg, mode, index_shapes(index)),
                             shuffle=mode == "train", seed=cfg.seed, shard_id=cfg.shard_id,
                             num_shards=cfg.num_shards)
+        source.channels = cfg.channels  # for _bad_file's error report
         rt = runtime_args(cfg, device_id)
         if mode == "train":
             pipe = train_pipeline(source, device=dali_device, size=cfg.size, aug=cfg.augment,
-                                  norm=cfg.normalize, **rt)
+                                  norm=cfg.normalize, channels=cfg.channels, **rt)
         else:
             pipe = eval_pipeline(source, device=dali_device, size=cfg.size, aug=cfg.augment,
-                                 norm=cfg.normalize, full_res_mask=cfg.full_res_mask, **rt)
+                                 norm=cfg.normalize, full_res_mask=cfg.full_res_mask,
+                                 channels=cfg.channels, **rt)
         self._start(pipe, source, device_id)
 
     def _convert(self, outputs, k: int):
         image, mask = outputs
-        return convert_pair(image, mask, self._device_id, self.cfg.full_res_mask)
+        return convert_pair(image, mask, self._device_id, self.cfg.full_res_mask,
+                            self.cfg.num_classes)

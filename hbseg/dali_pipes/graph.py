@@ -5,7 +5,10 @@ input's device); matrices and per-sample parameters are always CPU nodes.
 
 Conventions
 -----------
-* Images are HWC uint8 with one channel, packed masks HWC uint8 with four channels.
+* Images are HWC uint8 with one channel (grey) or three (RGB), packed masks HWC uint8 with
+  four channels. CLAHE on RGB equalises the luminance only (``fn.clahe``'s ``luma_only``,
+  equal to OpenCV's CLAHE on the L channel of LAB); the warps and brightness/contrast treat
+  every channel alike.
 * Nothing here draws a random number. The augmentation of each sample is drawn in numpy
   (:mod:`hbseg.dali_pipes.draw`, shared with the torch back-end) and arrives as per-sample
   argument inputs: ``matrix`` (2x3 float), ``alpha``/``beta`` (float scalars) and
@@ -116,11 +119,14 @@ def brightness_contrast(images, alpha, beta):
 
 
 def normalize(images, norm: NormalizeConfig):
-    """HWC uint8 → CHW float16/float32 ``(x/255 - mean)/std``."""
+    """HWC uint8 → CHW float16/float32 ``(x/255 - mean)/std``; one mean/std value serves
+    every channel, or one per channel."""
     fn, types = _dali()
     dtype = types.FLOAT16 if norm.dtype == "float16" else types.FLOAT
+    seq = NormalizeConfig._seq
     return fn.crop_mirror_normalize(images, dtype=dtype, output_layout="CHW",
-                                    mean=[norm.mean * 255.0], std=[norm.std * 255.0])
+                                    mean=[m * 255.0 for m in seq(norm.mean)],
+                                    std=[s * 255.0 for s in seq(norm.std)])
 
 
 def _brightness_contrast_used(aug: AugmentConfig) -> bool:

@@ -22,20 +22,22 @@ __all__ = ["DaliInferLoader"]
 
 
 class DaliInferLoader(PipelineLoader):
-    """Yields ``(image [B, 1, size, size] float on device, orig_hw list[(h, w)], names list[str])``
+    """Yields ``(image [B, C, size, size] float on device, orig_hw list[(h, w)], names list[str])``
     over ``image_paths`` in the order given; the last batch is partial. ``size=None`` keeps
     full resolution: ``image`` is then a list of ``[1, H_i, W_i]`` tensors. The pipeline is
     built once; iterating again (another model, another TTA pass) reuses it.
 
     ``augment``: the training ``AugmentConfig``; only its CLAHE settings are used, applied
     when ``clahe_in_eval`` says so (as in eval). ``device``: ``"cpu"`` or ``"cuda[:N]"``.
+    ``channels``: 1 decodes grey, 3 RGB (``normalize`` then has one or three values).
     """
 
     supports_full_res = True  # size=None
 
     def __init__(self, image_paths: Sequence[str | Path], size: int | None = 512,
                  augment: AugmentConfig = NO_AUGMENT, normalize: NormalizeConfig = NormalizeConfig(),
-                 batch_size: int = 4, device: str = "cpu", num_threads: int = 2, prefetch: int = 2):
+                 batch_size: int = 4, device: str = "cpu", num_threads: int = 2, prefetch: int = 2,
+                 channels: int = 1):
         from .pipelines import infer_pipeline
 
         self.image_paths = [str(p) for p in image_paths]
@@ -50,7 +52,7 @@ class DaliInferLoader(PipelineLoader):
         dali_device, device_id = resolve_device(device)
         source = FileSource([self.image_paths], self.batch_size, shuffle=False)
         pipe = infer_pipeline(source, device=dali_device, size=self.size, aug=self.augment,
-                              norm=self.normalize, batch_size=self.batch_size,
+                              norm=self.normalize, channels=channels, batch_size=self.batch_size,
                               num_threads=max(1, self.num_threads), device_id=device_id,
                               seed=0, prefetch_queue_depth=max(1, self.prefetch))
         self._start(pipe, source, device_id)

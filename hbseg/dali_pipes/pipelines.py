@@ -15,7 +15,7 @@ whole run: ``source.begin(epoch)``, run until ``StopIteration``, ``pipe.reset()`
 ``fn.io.file.read`` reads the files on DALI's threads. ``device="gpu"`` decodes ``mixed``
 (DALI still parses PNG on CPU threads) and runs every pixel operator on the GPU;
 ``device="cpu"`` runs the same graph on CPU threads (``device_id=None``). Outputs: image
-``[B, 1, H, W]`` float (CHW), packed mask ``[B, H, W, 4]`` uint8.
+``[B, C, H, W]`` float (CHW; C = 1 grey or 3 RGB), packed mask ``[B, H, W, 4]`` uint8.
 """
 
 from __future__ import annotations
@@ -46,7 +46,13 @@ def _decode(encoded, device: str, output_type):
     return fn.decoders.image(encoded, device=_decoder_device(device), output_type=output_type)
 
 
-def _read_files(source, device: str, with_params: bool):
+def _image_type(channels: int):
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    return types.GRAY if channels == 1 else types.RGB
+
+
+def _read_files(source, device: str, with_params: bool, channels: int = 1):
     """Paths (and parameters) from ``source`` → decoded image, packed mask, parameter nodes."""
     n_params = len(PARAM_OUTPUTS) if with_params else 0
     dtypes = [types.UINT8, types.UINT8] + [_PARAM_TYPES[k][0] for k in PARAM_OUTPUTS[:n_params]]
@@ -54,7 +60,7 @@ def _read_files(source, device: str, with_params: bool):
     outs = fn.external_source(source=source, num_outputs=2 + n_params, batch=True,
                               batch_info=True, dtype=dtypes, ndim=ndims)
     image_path, mask_path, params = outs[0], outs[1], outs[2:]
-    image = _decode(fn.io.file.read(image_path), device, types.GRAY)
+    image = _decode(fn.io.file.read(image_path), device, _image_type(channels))
     mask = _decode(fn.io.file.read(mask_path), device, types.ANY_DATA)
     return image, mask, params
 
@@ -74,11 +80,12 @@ def _cached(source, device: str):
 
 @pipeline_def(enable_conditionals=True)
 def train_pipeline(source, *, device: str = "cpu", size: int = 512,
-                   aug: AugmentConfig = AugmentConfig(), norm: NormalizeConfig = NormalizeConfig()):
+                   aug: AugmentConfig = AugmentConfig(), norm: NormalizeConfig = NormalizeConfig(),
+                   channels: int = 1):
     """Training: ``source`` is a :class:`~hbseg.dali_pipes.sources.FileSource` over
     (image, packed mask) paths with :class:`~hbseg.dali_pipes.sources.AugmentParams`.
-    Outputs the normalised image and the packed mask."""
-    image, mask, params = _read_files(source, device, with_params=True)
+    Outputs the normalised image and the packed mask. ``channels``: 1 decodes grey, 3 RGB."""
+    image, mask, params = _read_files(source, device, with_params=True, channels=channels)
     return augment_pair(image, mask, params, size=size, aug=aug, norm=norm)
 
 
@@ -95,10 +102,10 @@ def cache_train_pipeline(source, *, device: str = "gpu", size: int = 512,
 @pipeline_def
 def eval_pipeline(source, *, device: str = "cpu", size: int = 512,
                   aug: AugmentConfig = NO_AUGMENT, norm: NormalizeConfig = NormalizeConfig(),
-                  full_res_mask: bool = False):
+                  full_res_mask: bool = False, channels: int = 1):
     """Eval: nothing random; image (linear) and mask (nearest) get the same resize, or the
     mask stays at its original size with ``full_res_mask``."""
-    image, mask, params = _read_files(source, device, with_params=True)
+    image, mask, params = _read_files(source, device, with_params=True, channels=channels)
     return eval_pair(image, mask, params[0], size=size, aug=aug, norm=norm,
                      full_res_mask=full_res_mask)
 
@@ -114,22 +121,23 @@ def cache_eval_pipeline(source, *, device: str = "gpu", size: int = 512,
 
 @pipeline_def
 def infer_pipeline(source, *, device: str = "cpu", size: int | None = 512,
-                   aug: AugmentConfig = NO_AUGMENT, norm: NormalizeConfig = NormalizeConfig()):
+                   aug: AugmentConfig = NO_AUGMENT, norm: NormalizeConfig = NormalizeConfig(),
+                   channels: int = 1):
     """Unlabelled images of any size: ``source`` yields (image path,) batches. Outputs the
-    normalised ``[B, 1, size, size]`` image (``size=None``: each at its own size) and each
+    normalised ``[B, C, size, size]`` image (``size=None``: each at its own size) and each
     image's original ``[H, W]`` (int64)."""
     (image_path,) = fn.external_source(source=source, num_outputs=1, batch=True, batch_info=True,
                                        dtype=types.UINT8, ndim=1)
     encoded = fn.io.file.read(image_path)
     shape = fn.peek_image_shape(encoded)
-    image = _decode(encoded, device, types.GRAY)
+    image = _decode(encoded, device, _image_type(channels))
     matrix = None if size is None else resize_matrix(fn.cast(shape[0:2], dtype=types.FLOAT), size)
     image, _ = eval_pair(image, None, matrix, size=size, aug=aug, norm=norm)
     return image, shape[0:2]
 
 
 @pipeline_def
-def decode_pipeline(source, *, device: str = "gpu"):
+def decode_pipeline(source, *, device: str = "gpu", channels: int = 1):
     """Decode (image, packed mask) files once, for the in-memory cache: HWC uint8 pairs."""
-    image, mask, _ = _read_files(source, device, with_params=False)
+    image, mask, _ = _read_files(source, device, with_params=False, channels=channels)
     return image, mask

@@ -107,6 +107,8 @@ class FileSource(EpochSource):
     """Paths for one or more columns (image, packed mask), then the augmentation
     parameters when ``params`` is given: outputs ``(*paths, *PARAM_OUTPUTS)``."""
 
+    channels = 1  # image channels, so a file DALI fails on is re-read the same way
+
     def __init__(self, columns: Sequence[Sequence[str | Path]], batch_size: int, *,
                  params: Callable[[int, np.ndarray], list] | None = None, **plan):
         self.columns = [[str(p) for p in col] for col in columns]

@@ -13,9 +13,13 @@ Image and JSON paths are stored relative to the data root, so the cache moves wi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import signal
+import sys
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from hbseg.atomic import atomic_dir
+from hbseg.atomic import atomic_dir, remove_leftovers
 from hbseg.errors import DataError
 from hbseg.progress import bar_disabled
 
@@ -34,7 +38,8 @@ from .layout import DEFAULT_EXCLUDE, resolve_split, scan_split
 from .masks import pack_masks, write_packed_png
 from .rasterize import rasterize
 
-__all__ = ["CACHE_VERSION", "default_cache_dir", "build_cache", "load_cache_index"]
+__all__ = ["CACHE_VERSION", "default_cache_dir", "build_cache", "load_cache_index", "stale_reason",
+           "refresh_cache"]
 
 CACHE_VERSION = 1
 INDEX_NAME = "index.csv"
@@ -42,7 +47,12 @@ META_NAME = "meta.json"
 
 
 def default_cache_dir(root: str | Path) -> Path:
-    """``ROOT/hbseg-cache`` beside ``train/`` (or beside the split folder given)."""
+    """``ROOT/hbseg-cache`` beside ``train/`` (or beside the split folder given); a described
+    data set (``ROOT/hbseg-dataset.yaml``) keeps it in ROOT."""
+    from .spec import find_spec
+
+    if Path(root).is_dir() and find_spec(root) is not None:
+        return Path(root) / "hbseg-cache"
     split_dir = resolve_split(root, "train")
     return split_dir.parent / "hbseg-cache"
 
@@ -58,7 +68,7 @@ def _stamp(*paths: str | Path) -> str:
 def _rasterise_one(args: tuple[str, str, str, bool]) -> tuple[str, int, int]:
     image_path, json_path, mask_path, verify_image = args
     if verify_image:
-        img = read_gray_png(image_path)
+        img = read_gray_png(image_path, verify=True)
         h, w = img.shape
     else:
         from .images import png_header
@@ -90,13 +100,25 @@ def build_cache(
     verify_images: bool = True,
     force: bool = False,
     progress: bool = True,
+    spec=None,
 ) -> dict:
     """Rasterise the train split's JSON into packed masks; returns a summary dict.
+
+    ``spec``: a ``DatasetSpec`` or its file for a data set other than the hands (found as
+    ``ROOT/hbseg-dataset.yaml`` when not given); see ``hbseg.data.spec_cache``.
 
     Only masks whose image or JSON changed (size or mtime) are redrawn; when nothing
     changed, nothing is written. A new cache is built in a temporary folder and renamed
     into place, so a failed or interrupted build leaves the previous cache untouched.
     """
+    from .spec import resolve_spec
+
+    spec = resolve_spec(root, spec)
+    if spec is not None:
+        from .spec_cache import build_spec_cache
+
+        return build_spec_cache(root, spec, cache_dir, [e for e in exclude if e not in DEFAULT_EXCLUDE],
+                                workers, verify_images, force, progress)
     split_dir = resolve_split(root, "train")
     data_root = split_dir.parent
     cache_dir = Path(cache_dir) if cache_dir is not None else data_root / "hbseg-cache"
@@ -108,13 +130,48 @@ def build_cache(
     df["json_path"] = df["json_path"].map(rel)
     df["mask_path"] = [f"masks/{i}/{Path(n).stem}.png" for i, n in zip(df["id"], df["image_name"], strict=True)]
 
+    with _build_lock(cache_dir):
+        return _build_locked(df, data_root, cache_dir, exclude, workers, verify_images, force, progress)
+
+
+@contextlib.contextmanager
+def _build_lock(cache_dir: Path):
+    """One builder per cache at a time (``fcntl.flock`` on a file beside it): a second
+    ``hbseg-data cache`` (or a training run building the cache) waits, then finds the cache
+    up to date. Without a writable parent there is no lock, and nothing to build either."""
+    lock = cache_dir.parent / f".lock-{cache_dir.name}"  # not ".hbseg-cache.*": no leftover
+    try:
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process building {cache_dir} ({lock.name})", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: only the parent reports it, in one line
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _build_locked(df, data_root, cache_dir, exclude, workers, verify_images, force, progress) -> dict:
     old = None if force else _old_index(cache_dir)
     reusable: set[str] = set()
     if old is not None:
         old_stamps = dict(zip(old["image_path"], old["source_stamp"], strict=True))
-        reusable = {p for p, s in zip(df["image_path"], df["source_stamp"], strict=True) if old_stamps.get(p) == s}
+        reusable = {p for p, s, m in zip(df["image_path"], df["source_stamp"], df["mask_path"], strict=True)
+                    if old_stamps.get(p) == s and (cache_dir / m).is_file()}
         same_rows = set(old["image_path"]) == set(df["image_path"]) and len(reusable) == len(df)
         if same_rows and list(old.columns) == list(df.columns):
+            remove_leftovers(cache_dir)  # of a killed build; safe, as we hold the lock
             return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": 0, "up_to_date": True}
 
     todo = df[~df["image_path"].isin(reusable)]
@@ -136,7 +193,7 @@ def build_cache(
                 _rasterise_one(job)
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            with ProcessPoolExecutor(workers, initializer=_worker_init) as pool:
                 for _ in pool.map(_rasterise_one, jobs, chunksize=4):
                     bar.update()
         bar.close()
@@ -152,8 +209,13 @@ def build_cache(
     return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": len(jobs), "up_to_date": False}
 
 
-def load_cache_index(cache_dir: str | Path) -> pd.DataFrame:
-    """The cache's index with absolute ``image_path``, ``json_path`` and ``mask_path``."""
+def load_cache_index(cache_dir: str | Path, check_sources: bool = True) -> pd.DataFrame:
+    """The cache's index with absolute ``image_path``, ``json_path`` and ``mask_path``.
+
+    ``check_sources``: compare every image and JSON with the size and mtime recorded when
+    its mask was drawn, and that the mask exists (a few stat calls per image), so that
+    nothing trains on masks that no longer match their polygons.
+    """
     cache_dir = Path(cache_dir)
     try:
         meta = json.loads((cache_dir / META_NAME).read_text())
@@ -163,9 +225,58 @@ def load_cache_index(cache_dir: str | Path) -> pd.DataFrame:
     except ValueError as e:
         raise DataError(f"mask cache index is unreadable ({e}); rebuild it with --force", cache_dir) from None
     if meta.get("version") != CACHE_VERSION:
-        raise DataError(f"mask cache version {meta.get('version')} != {CACHE_VERSION}; rebuild it", cache_dir)
+        raise DataError(f"mask cache version {meta.get('version')} != {CACHE_VERSION} (built by another "
+                        "hbseg); rebuild it with `hbseg-data cache ROOT`", cache_dir)
     data_root = (cache_dir.parent / meta["data_root"]).resolve()
     for col in ("image_path", "json_path"):
-        df[col] = [str(data_root / p) for p in df[col]]
+        df[col] = [str(data_root / p) if p else "" for p in df[col]]
     df["mask_path"] = [str(cache_dir.resolve() / p) for p in df["mask_path"]]
+    if check_sources:
+        reason = _stale_rows(df)
+        if reason is not None:
+            raise DataError(f"mask cache is stale: {reason}; update it with `hbseg-data cache ROOT`",
+                            cache_dir)
     return df
+
+
+def _stale_rows(df: pd.DataFrame) -> str | None:
+    """The first row whose mask no longer matches its sources (size+mtime stamps), or whose
+    mask file is gone; None when every row is current."""
+    if "source_stamp" not in df.columns:
+        return None
+    for img, js, mask, stamp in zip(df["image_path"], df["json_path"], df["mask_path"],
+                                    df["source_stamp"], strict=True):
+        sources = [p for p in (img, js) if p]
+        if len(str(stamp).split("|")) != len(sources):
+            continue  # a cache stamping other sources (hbseg.data.spec_cache) checks its own
+        try:
+            now = _stamp(*sources)
+        except OSError:
+            return f"{img or js} is gone"
+        if str(now) != str(stamp):
+            return f"{js or img} changed after the cache was built"
+        if not os.path.isfile(mask):
+            return f"cached mask {mask} is missing"
+    return None
+
+
+def stale_reason(cache_dir: str | Path) -> str | None:
+    """Why the cache at ``cache_dir`` cannot be used as it is (missing, another version,
+    a source changed, a mask gone), or None when it is current."""
+    try:
+        load_cache_index(cache_dir)
+    except DataError as e:
+        return e.problem
+    return None
+
+
+def refresh_cache(root: str | Path, cache_dir: str | Path, **kwargs) -> dict:
+    """``build_cache`` with the exclusions the existing cache was built with (so updating
+    a cache made with --no-default-exclude keeps those patients)."""
+    cache_dir = Path(cache_dir)
+    try:
+        meta = json.loads((cache_dir / META_NAME).read_text())
+        kwargs.setdefault("exclude", tuple(meta["exclude"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return build_cache(root, cache_dir, **kwargs)

@@ -13,12 +13,12 @@ NUM_CLASSES = len(CLASSES)
 CLASS_TO_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
 
 
-def class_palette() -> list[tuple[int, int, int]]:
+def class_palette(num_classes: int = NUM_CLASSES) -> list[tuple[int, int, int]]:
     """One distinct RGB colour per class, stable across runs (used for overlays)."""
     import colorsys
 
     colours = []
-    for i in range(NUM_CLASSES):
+    for i in range(num_classes):
         # golden-ratio hue steps keep neighbouring classes (adjacent bones) far apart in hue
         h = (i * 0.618033988749895) % 1.0
         r, g, b = colorsys.hsv_to_rgb(h, 0.85, 1.0)

@@ -43,9 +43,12 @@ def synth(out: Path, ids: int, test_ids: int, size: int, seed: int, workers: int
               help="Keep the competition's known mislabelled patients (ID058 ID089 ID325 ID363 ID547).")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: every core].")
 @click.option("--force", is_flag=True, help="Rebuild even when no source changed.")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="Data set description (YAML/JSON) for data other than the hands "
+              "[default: ROOT/hbseg-dataset.yaml if present].")
 @debug_option
 def cache(root: Path, cache_dir: Path | None, exclude_file: Path | None, no_default_exclude: bool,
-          workers: int | None, force: bool, debug: bool) -> None:
+          workers: int | None, force: bool, spec_file: Path | None, debug: bool) -> None:
     """Validate ROOT/train and rasterise its polygons into bit-packed mask PNGs."""
     from hbseg.data.cache import build_cache
     from hbseg.data.layout import DEFAULT_EXCLUDE
@@ -53,7 +56,7 @@ def cache(root: Path, cache_dir: Path | None, exclude_file: Path | None, no_defa
     exclude = [] if no_default_exclude else list(DEFAULT_EXCLUDE)
     if exclude_file is not None:
         exclude += [ln.strip() for ln in exclude_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    s = build_cache(root, cache_dir, exclude=exclude, workers=workers, force=force)
+    s = build_cache(root, cache_dir, exclude=exclude, workers=workers, force=force, spec=spec_file)
     if s["up_to_date"]:
         click.echo(f"{s['cache_dir']}: up to date ({s['images']} images)")
     else:
@@ -76,7 +79,7 @@ def check(root: Path, split: str, fold_split: str, debug: bool) -> None:
 
     df = scan_split(resolve_split(root, split), labelled=split == "train", exclude=())
     for row in tqdm(df.itertuples(), total=len(df), desc="checking", unit="img", disable=bar_disabled()):
-        img = read_gray_png(row.image_path)
+        img = read_gray_png(row.image_path, verify=True)
         if split == "train":
             read_polygons(row.json_path, img.shape[1], img.shape[0])
     if split == "train":

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +19,7 @@ from hbseg.errors import DataError
 from .images import png_header
 
 __all__ = [
-    "IMAGE_DIR", "JSON_DIR", "NUM_FOLDS", "FOLD_SEED", "DEFAULT_EXCLUDE",
+    "IMAGE_DIR", "JSON_DIR", "NUM_FOLDS", "FOLD_SEED", "DEFAULT_EXCLUDE", "SYNTH_PARTIAL_MARK",
     "resolve_split", "scan_split", "assign_folds",
 ]
 
@@ -26,6 +27,8 @@ IMAGE_DIR = "DCM"
 JSON_DIR = "outputs_json"
 NUM_FOLDS = 5
 FOLD_SEED = 42
+# Present while ``hbseg-data synth`` writes a data set (removed when it is complete).
+SYNTH_PARTIAL_MARK = ".hbseg-synth-partial"
 # Patients whose images carry known labelling mistakes in the competition data.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("ID058", "ID089", "ID325", "ID363", "ID547")
 
@@ -54,6 +57,22 @@ def assign_folds(patient_ids: Iterable[str], num_folds: int = NUM_FOLDS, seed: i
     return {pid: i % num_folds for i, pid in enumerate(ids)}
 
 
+def _check_tree(image_root: Path) -> None:
+    """Images the ID*/name.png pattern would silently skip: a PNG lying directly in
+    DCM/ (its patient is unknown) and an ID folder that is a broken or looping link."""
+    for entry in sorted(image_root.iterdir()):
+        if entry.is_symlink() and not entry.exists():
+            try:
+                target = os.readlink(entry)
+            except OSError:
+                target = "?"
+            raise DataError(f"broken or looping symbolic link (points to {target}); its images "
+                            "would be skipped", entry)
+        if entry.suffix.lower() == ".png" and entry.is_file():
+            raise DataError(f"image is not inside a patient folder (expected {IMAGE_DIR}/ID*/"
+                            f"{entry.name})", entry)
+
+
 def scan_split(
     split_dir: str | Path,
     labelled: bool = True,
@@ -68,7 +87,14 @@ def scan_split(
     image_root = split_dir / IMAGE_DIR
     if not image_root.is_dir():
         raise DataError(f"missing {IMAGE_DIR}/ folder", split_dir)
+    if (split_dir.parent / SYNTH_PARTIAL_MARK).is_file():
+        raise DataError("incomplete data set: hbseg-data synth was interrupted while writing it; "
+                        "run it again", split_dir.parent)
+    _check_tree(image_root)
     images = sorted(p for p in image_root.glob("*/*") if p.suffix.lower() == ".png")
+    for p in images:
+        if not p.exists():  # glob lists a dangling link; reading it would say "not found"
+            raise DataError(f"broken symbolic link (points to {os.readlink(p)})", p)
     if not images:
         raise DataError("no PNG images found (expected ID*/<name>.png)", image_root)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hbseg.cli_common import debug_option, main_entry
+from hbseg.cli_common import FiniteFloat, check_out_not_input, debug_option, main_entry
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -18,8 +18,8 @@ def _floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
         out = tuple(float(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
-    if not out or any(not v > 0 for v in out):
-        raise click.BadParameter(f"expected positive numbers, got {value!r}")
+    if not out or any(not (0 < v < float("inf")) for v in out):
+        raise click.BadParameter(f"expected positive finite numbers, got {value!r}")
     return out
 
 
@@ -58,7 +58,7 @@ def _summary_line(s: dict) -> str:
               help="Sliding-window side in original-image pixels; windows are predicted at the model's "
                    "training scale (size/crop) [default: the whole image resized to the model's size].")
 @click.option("--stride", default=None, type=click.IntRange(1), help="Window stride [default: window/2].")
-@click.option("--sigma", default=0.125, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--sigma", default=0.125, show_default=True, type=FiniteFloat(0, min_open=True),
               help="Gaussian blending sigma, as a fraction of the window.")
 @click.option("--tta", "tta", multiple=True, type=click.Choice(["hflip"]),
               help="Test-time augmentation: hflip averages the horizontally flipped prediction.")
@@ -88,6 +88,8 @@ def infer(checkpoints, weights, data, out, device, batch_size, loader, window, s
     """Segment the 29 bones of every radiograph under --data into a submission CSV."""
     from .config import InferConfig
     from .infer import run_inference
+
+    check_out_not_input(out, [*checkpoints, thresholds_file, min_sizes_file])
 
     cfg = InferConfig(
         checkpoints=tuple(checkpoints), data=str(data), out=str(out), weights=weights,
@@ -126,6 +128,7 @@ def evaluate(preds, data, ids, fold, out, report, report_size, workers, quiet, d
 
     if out and len(preds) > 1:
         raise click.UsageError("--out takes one --pred; with several, each writes <pred>.eval.json")
+    check_out_not_input(out, preds)
     id_list = tuple(i.strip() for i in ids.split(",") if i.strip()) if ids else None
     for pred in preds:
         cfg = EvalConfig(pred=str(pred), data=str(data), out=out, ids=id_list, fold=fold,
@@ -182,6 +185,7 @@ def ensemble(csvs, probs, out, min_votes, weights, data, size, threshold, thresh
 
     if csvs and probs:
         raise click.UsageError("give CSVs (hard vote) or --probs folders (soft vote), not both")
+    check_out_not_input(out, [*csvs, thresholds_file, min_sizes_file, class_weights_file])
     cfg = EnsembleConfig(out=str(out), csvs=tuple(csvs), probs=tuple(probs), min_votes=min_votes,
                          weights=weights, data=data, size=size, threshold=threshold,
                          thresholds_file=thresholds_file, min_size=min_size,

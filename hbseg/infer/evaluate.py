@@ -40,10 +40,31 @@ def dice_scores(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def _score_one(job) -> np.ndarray:
     from hbseg.data import rasterize, read_polygons
 
-    sub, name, height, width, json_path = job
+    sub, name, height, width, json_path, *mask_path = job
     pred = sub.masks(name, height, width)
-    gt = rasterize(read_polygons(json_path, width, height), height, width)
+    if mask_path:  # a described data set: the ground truth is its mask cache
+        from hbseg.data.masks import read_packed_png, unpack_masks
+
+        gt = unpack_masks(read_packed_png(mask_path[0]), len(sub.class_names))
+    else:
+        gt = rasterize(read_polygons(json_path, width, height), height, width)
     return dice_scores(pred, gt)
+
+
+def _described(data) -> tuple:
+    """``(index, class names)`` of a described data set's mask cache (built if missing),
+    or ``(None, None)`` for the hands."""
+    from hbseg.data.spec import find_spec, load_spec
+
+    found = find_spec(data) if Path(data).is_dir() else None
+    if found is None:
+        return None, None
+    from hbseg.data.cache import build_cache, load_cache_index
+
+    spec = load_spec(found)
+    cache = Path(data) / "hbseg-cache"
+    build_cache(data, cache, workers=1, progress=False, spec=spec)  # a no-op when up to date
+    return load_cache_index(cache), spec.classes
 
 
 def _select(cfg: EvalConfig, df):
@@ -80,15 +101,18 @@ def evaluate(cfg: EvalConfig) -> dict:
     fold); returns mean, per-class and per-image Dice."""
     from tqdm.auto import tqdm
 
-    df_all = scan_split(resolve_split(cfg.data, "train"), labelled=True, exclude=())
+    df_all, names = _described(cfg.data)
+    if df_all is None:
+        df_all = scan_split(resolve_split(cfg.data, "train"), labelled=True, exclude=())
     df = _select(cfg, df_all)
-    sub = read_submission(cfg.pred)
+    sub = read_submission(cfg.pred) if names is None else read_submission(cfg.pred, names)
     _check_coverage(sub, df_all, df)
     jobs = []
     for r in df.itertuples(index=False):
         one = Submission(sub.path, sub.class_names, {r.image_name: sub.rles[r.image_name]},
                          {r.image_name: sub.lines[r.image_name]})
-        jobs.append((one, r.image_name, int(r.height), int(r.width), r.json_path))
+        extra = () if names is None else (r.mask_path,)
+        jobs.append((one, r.image_name, int(r.height), int(r.width), r.json_path, *extra))
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(jobs)))
     bar = tqdm(total=len(jobs), desc="scoring", unit="img", disable=bar_disabled(cfg.progress))
     scores = []

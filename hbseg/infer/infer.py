@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from hbseg.atomic import atomic_path, atomic_write_text, check_writable_dir
 from hbseg.data.images import png_header
 from hbseg.data.layout import IMAGE_DIR, JSON_DIR, resolve_split, scan_split
-from hbseg.errors import DataError
+from hbseg.errors import ConfigError, DataError
 from hbseg.progress import bar_disabled
 
 from .config import InferConfig, config_path, save_config
@@ -39,6 +39,10 @@ def list_images(data: str | Path) -> pd.DataFrame:
     data = Path(data)
     if not data.is_dir():
         raise DataError("data folder not found", data)
+    from hbseg.data.spec import find_spec
+
+    if find_spec(data) is not None:
+        return _described_images(data)
     flat = sorted(p for p in data.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not (data / IMAGE_DIR).is_dir() and not (data / "test" / IMAGE_DIR).is_dir() and flat:
         rows = []
@@ -53,6 +57,49 @@ def list_images(data: str | Path) -> pd.DataFrame:
     jsons = [json_root / i / f"{Path(n).stem}.json" for i, n in zip(df["id"], df["image_name"], strict=True)]
     df["json_path"] = [str(j) if j.is_file() else "" for j in jsons]
     return df.drop(columns=["fold"])
+
+
+def _described_images(root: Path) -> pd.DataFrame:
+    """Every image of a described data set (``ROOT/hbseg-dataset.yaml``); ``mask_path`` is
+    its ground truth in the mask cache where one is built, for the pictures."""
+    from hbseg.data.cache import load_cache_index
+    from hbseg.data.spec import find_spec, load_spec
+
+    spec = load_spec(find_spec(root))
+    folder = root / spec.images
+    if not folder.is_dir():
+        raise DataError("images folder not found (the data set description's 'images')", folder)
+    paths = sorted(p for p in folder.rglob("*.png") if len(p.relative_to(folder).parts) <= 2)
+    if not paths:
+        raise DataError("no PNG images found", folder)
+    masks: dict[str, str] = {}
+    if (root / "hbseg-cache" / "index.csv").is_file():
+        idx = load_cache_index(root / "hbseg-cache")
+        masks = dict(zip(idx["image_name"], idx["mask_path"], strict=True))
+    rows = []
+    for p in paths:
+        info = png_header(p)
+        rel = p.relative_to(folder)
+        rows.append({"id": rel.parts[0] if len(rel.parts) > 1 else rel.stem, "image_name": p.name,
+                     "image_path": str(p), "json_path": "", "mask_path": masks.get(p.name, ""),
+                     "height": info["height"], "width": info["width"]})
+    return pd.DataFrame(rows)
+
+
+def check_dataset(data: str | Path, class_names, channels: int, checkpoint) -> None:
+    """A model trained on another class list (or channel count) than the described data set
+    under ``data`` is an error naming the checkpoint."""
+    from hbseg.data.spec import check_same_classes, find_spec, load_spec
+    from hbseg.errors import CheckpointError
+
+    found = find_spec(data) if Path(data).is_dir() else None
+    if found is None:
+        return
+    spec = load_spec(found)
+    check_same_classes(class_names, spec.classes, checkpoint)
+    if channels != spec.channels:
+        raise CheckpointError(f"the checkpoint takes {channels}-channel images but the data set "
+                              f"{spec.name!r} has {spec.channels}-channel images", checkpoint)
 
 
 def save_probs(folder: Path, name: str, probs: torch.Tensor) -> str:
@@ -74,22 +121,45 @@ def _shrink_masks(masks: torch.Tensor, max_side: int) -> np.ndarray:
     return masks.to(torch.uint8).cpu().numpy()
 
 
-def _overlay(cfg: InferConfig, row, masks: torch.Tensor, folder: Path) -> float | None:
-    from hbseg.data import rasterize, read_gray_png, read_polygons
+def _overlay(cfg: InferConfig, row, masks: torch.Tensor, folder: Path,
+             class_names=None, channels: int = 1) -> float | None:
+    from hbseg.data.classes import CLASSES
+
+    class_names = tuple(class_names or CLASSES)
+    from hbseg.data import rasterize, read_polygons
+    from hbseg.data.formats.images import read_image
+    from hbseg.data.masks import read_packed_png, unpack_masks
 
     from .evaluate import dice_scores
     from .overlay import write_overlay
 
-    image = read_gray_png(row.image_path)
-    h, w = image.shape
+    image = read_image(row.image_path, channels)
+    h, w = image.shape[:2]
     gt, dice = None, None
-    if row.json_path:
+    if getattr(row, "mask_path", ""):
+        gt = unpack_masks(read_packed_png(row.mask_path), len(class_names))
+    elif row.json_path:
         gt = rasterize(read_polygons(row.json_path, w, h), h, w)
+    if gt is not None:
         dice = float(np.mean(dice_scores(masks.cpu().numpy(), gt)))
     pred = _shrink_masks(masks, cfg.overlay_max_side)
     write_overlay(folder / f"{Path(row.image_name).stem}.png", image, pred, gt,
-                  title=row.image_name, dice=dice, max_side=cfg.overlay_max_side)
+                  title=row.image_name, dice=dice, max_side=cfg.overlay_max_side,
+                  class_names=class_names)
     return dice
+
+
+def _check_window(window: int | None, df) -> None:
+    """A window larger than an image would predict mostly padding (and take far longer)."""
+    if window is None or df.empty:
+        return
+    longest = df[["height", "width"]].max(axis=1)
+    i = int(longest.to_numpy().argmin())
+    if window > int(longest.iloc[i]):
+        row = df.iloc[i]
+        raise ConfigError(f"--window {window} is larger than image {row['image_name']} "
+                          f"({row['width']}x{row['height']}); use --window {int(longest.iloc[i])} or "
+                          "less, or leave --window out to predict whole images")
 
 
 def run_inference(cfg: InferConfig) -> dict:
@@ -106,23 +176,27 @@ def run_inference(cfg: InferConfig) -> dict:
         raise DataError("--out is a folder; give a CSV file name", out)
     check_writable_dir(out.parent)
     df = list_images(cfg.data)
-    thresholds = float(cfg.threshold)
-    if cfg.thresholds_file:
-        from hbseg.data.classes import CLASSES
-
-        per_class = load_thresholds(cfg.thresholds_file, CLASSES)
-        thresholds = {c: per_class.get(c, cfg.threshold) for c in CLASSES}
-    min_size: int | dict = cfg.min_size
-    if cfg.min_sizes_file:
-        from hbseg.data.classes import CLASSES
-
-        per_class_min = load_min_sizes(cfg.min_sizes_file, CLASSES)
-        min_size = {c: per_class_min.get(c, cfg.min_size) for c in CLASSES}
+    _check_window(cfg.window, df)
     predictor = Predictor(
         list(cfg.checkpoints), weights=cfg.weights, device=cfg.device, window=cfg.window,
         stride=cfg.stride, sigma=cfg.sigma, tta_hflip=cfg.tta_hflip, scales=cfg.scales,
-        thresholds=thresholds, min_size=min_size, batch_size=cfg.batch_size, amp=cfg.amp,
+        thresholds=float(cfg.threshold), min_size=cfg.min_size, batch_size=cfg.batch_size,
+        amp=cfg.amp,
     )
+    names = predictor.class_names  # the checkpoints' classes: the hands' 29 or a data set's
+    check_dataset(cfg.data, names, predictor.specs[0].channels, cfg.checkpoints[0])
+    if cfg.thresholds_file:
+        from .postprocess import resolve_thresholds
+
+        per_class = load_thresholds(cfg.thresholds_file, names)
+        predictor.thresholds = resolve_thresholds(
+            {c: per_class.get(c, cfg.threshold) for c in names}, names)
+    if cfg.min_sizes_file:
+        from .postprocess import resolve_min_sizes
+
+        per_class_min = load_min_sizes(cfg.min_sizes_file, names)
+        predictor.min_sizes = resolve_min_sizes(
+            {c: per_class_min.get(c, cfg.min_size) for c in names}, names)
     probs_dir = check_writable_dir(cfg.save_probs) if cfg.save_probs else None
     overlay_dir = check_writable_dir(cfg.overlays) if cfg.overlays else None
     paths = list(df["image_path"])
@@ -164,7 +238,8 @@ def run_inference(cfg: InferConfig) -> dict:
                     fname = save_probs(probs_dir, name, probs)
                     probs_index[name] = {"file": fname, "height": orig_hw[0], "width": orig_hw[1]}
                 if overlay_dir is not None:
-                    d = _overlay(cfg, row, masks, overlay_dir)
+                    d = _overlay(cfg, row, masks, overlay_dir, predictor.class_names,
+                                 predictor.specs[0].channels)
                     if d is not None:
                         dices.append(d)
                 bar.update()

@@ -88,14 +88,15 @@ def render_overlay(
     max_side: int = 1024,
     class_names: Sequence[str] = CLASSES,
 ) -> np.ndarray:
-    """[H, W] uint8 radiograph + [C, H, W] masks → an RGB picture ([h, w(×2), 3] uint8)."""
+    """[H, W] grey or [H, W, 3] RGB uint8 image + [C, H, W] masks → an RGB picture
+    ([h, w(×2), 3] uint8), one colour per name of ``class_names``."""
     image = np.asarray(image)
     h, w = image.shape[:2]
     f = min(1.0, max_side / max(h, w))
     sh, sw = max(1, round(h * f)), max(1, round(w * f))
     base = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA) if f < 1 else image
     base = np.repeat(base[..., None], 3, axis=2) if base.ndim == 2 else base
-    palette = class_palette()
+    palette = class_palette(len(class_names))
     thickness = 2 if max(sh, sw) >= 700 else 1
     panels, present = [], set()
     if gt is not None:

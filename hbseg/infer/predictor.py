@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from hbseg.errors import ConfigError
 
 from .postprocess import postprocess, resolve_min_sizes, resolve_thresholds
 from .preprocess import PreprocessSpec, renormalize
-from .sliding import sliding_window
+from .sliding import pad_image, sliding_window
 from .tta import resize, tta_predict
 
 __all__ = ["Predictor", "resolve_device", "Member"]
@@ -171,7 +170,7 @@ class Predictor:
         h, w = x.shape[-2:]
         ph, pw = -h % _MULTIPLE, -w % _MULTIPLE
         if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), value=-m.spec.mean / m.spec.std)  # black
+            x = pad_image(x, (0, pw, 0, ph), m.spec.black)
         with self._autocast():
             logits = m.model(x)
         return torch.sigmoid(logits.float())[..., :h, :w]
@@ -190,7 +189,7 @@ class Predictor:
                 hs, ws = max(1, round(height * f)), max(1, round(width * f))
                 win, st = max(1, round(self.window * f)), max(1, round(self.stride * f))
                 return sliding_window(lambda p: self._forward(m, p), resize(v, (hs, ws)), win, st,
-                                      self.sigma, self.batch_size, -m.spec.mean / m.spec.std)
+                                      self.sigma, self.batch_size, m.spec.black)
 
         return tta_predict(at_scale, x, out_hw, self.scales, self.tta_hflip)[0]
 
@@ -215,8 +214,8 @@ class Predictor:
                 v = v[None, None]
             elif v.ndim == 3:
                 v = v[None]
-            if v.ndim != 4 or v.shape[:2] != (1, 1):
-                raise ValueError(f"expected one grey image [1, 1, H, W], got {tuple(v.shape)}")
+            if v.ndim != 4 or v.shape[:2] != (1, spec.channels):
+                raise ValueError(f"expected one image [1, {spec.channels}, H, W], got {tuple(v.shape)}")
             out[k] = (v.to(self.device, torch.float32), spec)
         return out
 

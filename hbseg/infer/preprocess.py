@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from hbseg.dali_pipes.config import clahe_in_eval
-from hbseg.data.images import read_gray_png
+from hbseg.data.formats.images import read_image
 from hbseg.errors import ConfigError
 
 __all__ = ["PreprocessSpec", "apply_clahe", "preprocess_cpu", "renormalize", "Cv2Loader",
@@ -41,53 +41,85 @@ class PreprocessSpec:
     clahe: bool = True
     clip_limit: float = 2.0
     tile_grid: tuple[int, int] = (8, 8)
-    mean: float = 0.485
-    std: float = 0.229
+    mean: float | tuple[float, ...] = 0.485  # one value, or one per channel
+    std: float | tuple[float, ...] = 0.229
+    channels: int = 1  # 1 grey, 3 RGB
+
+    @property
+    def black(self) -> float | tuple[float, ...]:
+        """A black pixel once normalised (padding value)."""
+        if isinstance(self.mean, tuple):
+            return tuple(-m / s for m, s in zip(self.mean, self.std, strict=True))
+        return -self.mean / self.std
+
+    def _stats(self, x: torch.Tensor) -> tuple:
+        """mean and std as numbers, or as [1, C, 1, 1] tensors beside ``x``."""
+        if not isinstance(self.mean, tuple):
+            return self.mean, self.std
+        return tuple(torch.as_tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+                     for v in (self.mean, self.std))
 
     @classmethod
     def from_card(cls, card) -> PreprocessSpec:
         """Training applied CLAHE with probability ``p``; inference applies it when training
         did for most images (``p >= 0.5``), like the DALI eval graph (``clahe_for_eval``)."""
         c, n = dict(card.clahe or {}), dict(card.normalize or {})
+
+        def stat(v):
+            return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+
         return cls(
             clahe=clahe_in_eval(float(c.get("p", 1.0))),
             clip_limit=float(c.get("clip_limit", 2.0)),
             tile_grid=tuple(int(t) for t in c.get("tile_grid", (8, 8))),
-            mean=float(n.get("mean", 0.485)),
-            std=float(n.get("std", 0.229)),
+            mean=stat(n.get("mean", 0.485)),
+            std=stat(n.get("std", 0.229)),
+            channels=int(getattr(card, "in_channels", 1)),
         )
 
     @property
     def decode_key(self) -> tuple:
         """Models with the same key share one decoding pass (normalisation is converted
         on the device by ``renormalize``)."""
-        return (self.clahe, self.clip_limit, self.tile_grid) if self.clahe else (False,)
+        key = (self.clahe, self.clip_limit, self.tile_grid) if self.clahe else (False,)
+        return key if self.channels == 1 else (*key, self.channels)
 
     def to_dict(self) -> dict:
-        return {"clahe": self.clahe, "clip_limit": self.clip_limit,
-                "tile_grid": list(self.tile_grid), "mean": self.mean, "std": self.std}
+        d = {"clahe": self.clahe, "clip_limit": self.clip_limit,
+             "tile_grid": list(self.tile_grid), "mean": self.mean, "std": self.std}
+        if self.channels != 1:
+            d.update(mean=list(self.mean), std=list(self.std), channels=self.channels)
+        return d
 
 
 def apply_clahe(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """CLAHE on an [H, W] uint8 image with the spec's settings (a no-op without CLAHE)."""
+    """CLAHE on an [H, W] uint8 image (or the luminance of an [H, W, 3] RGB one, as the
+    DALI graph does) with the spec's settings (a no-op without CLAHE)."""
     if not spec.clahe:
         return img
     import cv2
 
-    return cv2.createCLAHE(clipLimit=spec.clip_limit, tileGridSize=tuple(spec.tile_grid)).apply(img)
+    clahe = cv2.createCLAHE(clipLimit=spec.clip_limit, tileGridSize=tuple(spec.tile_grid))
+    if img.ndim == 3:
+        from hbseg.torch_loaders.torch_loader import clahe_rgb
+
+        return clahe_rgb(img, clahe)
+    return clahe.apply(img)
 
 
 def preprocess_cpu(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """[H, W] uint8 → [H, W] float32: CLAHE, then ``(x / 255 - mean) / std``."""
+    """[H, W] (or [H, W, 3]) uint8 → float32 of the same shape: CLAHE, then
+    ``(x / 255 - mean) / std`` (per channel for colour)."""
     x = apply_clahe(img, spec).astype(np.float32) / 255.0
-    return (x - np.float32(spec.mean)) / np.float32(spec.std)
+    return (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
 
 
 def renormalize(x: torch.Tensor, src: PreprocessSpec, dst: PreprocessSpec) -> torch.Tensor:
     """Re-express an image normalised with ``src``'s mean/std in ``dst``'s."""
     if (src.mean, src.std) == (dst.mean, dst.std):
         return x
-    return (x * src.std + src.mean - dst.mean) / dst.std
+    (sm, ss), (dm, ds) = src._stats(x), dst._stats(x)
+    return (x * ss + sm - dm) / ds
 
 
 class Cv2Loader:
@@ -110,7 +142,7 @@ class Cv2Loader:
         return -(-len(self.paths) // self.batch_size)
 
     def _read(self, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
-        img = read_gray_png(path)
+        img = read_image(path, self.spec.channels)
         hw = img.shape[:2]
         img = apply_clahe(img, self.spec)
         if self.size is not None:
@@ -123,8 +155,12 @@ class Cv2Loader:
         t = torch.from_numpy(img)
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
-        x = t.to(torch.float32).div_(255.0).sub_(self.spec.mean).div_(self.spec.std)
-        return x[None, None]
+        if t.ndim == 2:
+            x = t.to(torch.float32).div_(255.0).sub_(self.spec.mean).div_(self.spec.std)
+            return x[None, None]
+        x = t.permute(2, 0, 1)[None].to(torch.float32).div_(255.0)
+        mean, std = self.spec._stats(x)
+        return x.sub_(mean).div_(std)
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], list[tuple[int, int]], list[str]]]:
         ahead = self.threads + 2 * self.batch_size
@@ -180,8 +216,10 @@ class _DaliAdapter:
         augment = replace(NO_AUGMENT, clahe_p=1.0 if spec.clahe else 0.0,
                           clahe_clip_limit=spec.clip_limit, clahe_tile_grid=tuple(spec.tile_grid))
         normalize = NormalizeConfig(mean=spec.mean, std=spec.std)
+        self.channels = spec.channels
         self._loader = DaliInferLoader([str(p) for p in image_paths], size, augment, normalize,
-                                       batch_size, str(device), num_threads=max(1, threads))
+                                       batch_size, str(device), num_threads=max(1, threads),
+                                       channels=spec.channels)
         self.batch_size = batch_size
 
     def __len__(self) -> int:
@@ -191,7 +229,7 @@ class _DaliAdapter:
         for images, orig_hw, names in self._loader:
             if isinstance(images, torch.Tensor):
                 images = list(images.float().split(1))
-            images = [im.float().reshape(1, 1, *im.shape[-2:]) for im in images]
+            images = [im.float().reshape(1, self.channels, *im.shape[-2:]) for im in images]
             yield images, [tuple(int(v) for v in hw) for hw in orig_hw], [Path(n).name for n in names]
 
 

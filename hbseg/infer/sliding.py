@@ -45,6 +45,15 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+def pad_image(image: torch.Tensor, pads: tuple[int, ...], value) -> torch.Tensor:
+    """``F.pad`` with a constant that is one number, or one per channel (dim 1) for colour
+    images, whose black differs per channel once normalised."""
+    if isinstance(value, (int, float)):
+        return F.pad(image, pads, value=float(value))
+    v = torch.as_tensor(value, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
+    return F.pad(image - v, pads) + v
+
+
 def sliding_window(
     predict: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
@@ -52,7 +61,7 @@ def sliding_window(
     stride: int,
     sigma: float = 0.125,
     batch_size: int = 4,
-    pad_value: float = 0.0,
+    pad_value: float | tuple[float, ...] = 0.0,
 ) -> torch.Tensor:
     """Blend ``predict`` over windows of ``image`` [1, C, H, W] → [1, K, H, W].
 
@@ -64,7 +73,7 @@ def sliding_window(
     _, _, h, w = image.shape
     ph, pw = max(h, window), max(w, window)
     if (ph, pw) != (h, w):
-        image = F.pad(image, (0, pw - w, 0, ph - h), value=pad_value)
+        image = pad_image(image, (0, pw - w, 0, ph - h), pad_value)
     weight = gaussian_weights(window, sigma, image.device)
     boxes = [(y, x) for y in window_starts(ph, window, stride) for x in window_starts(pw, window, stride)]
     acc = None

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from hbseg.cli_common import debug_option, main_entry
+from hbseg.cli_common import FiniteFloat, debug_option, main_entry
 
 __all__ = ["train", "main"]
 
@@ -28,6 +28,9 @@ LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
               help="Data root (holding train/DCM, train/outputs_json).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
               help="Mask cache folder [default: DATA/hbseg-cache; built if missing].")
+@click.option("--spec", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Data set description (YAML/JSON) for data other than the hands "
+              "[default: DATA/hbseg-dataset.yaml if present].")
 @click.option("--loader", type=click.Choice(LOADER_NAMES), default="dali", show_default=True,
               help="Data pipeline back-end (dali-cache needs --device cuda).")
 @click.option("--device", default=None,
@@ -50,9 +53,9 @@ LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
 @click.option("--stop-after", type=click.IntRange(min=1), default=None, metavar="EPOCH",
               help="Stop once this epoch is done, the schedule still planned for --epochs; "
                    "continue later with --resume.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak AdamW learning rate.")
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--warmup-epochs", type=float, default=1.0, show_default=True,
+@click.option("--lr", type=FiniteFloat(0, min_open=True), default=1e-3, show_default=True, help="Peak AdamW learning rate.")
+@click.option("--weight-decay", type=FiniteFloat(0), default=1e-4, show_default=True)
+@click.option("--warmup-epochs", type=FiniteFloat(0), default=1.0, show_default=True,
               help="Linear warmup length, then cosine decay.")
 @click.option("--loss", default="bce_dice", show_default=True, metavar="NAME[:W],...",
               help=f"Sigmoid multi-label loss, or a weighted sum such as dice:0.6,bce:0.4. "
@@ -158,7 +161,7 @@ def _resolve(opts: dict, given: dict, resume: Path | None):
         opts["grad_clip"] = None
         if "grad_clip" in given:
             given["grad_clip"] = None
-    for name in ("data", "cache", "out", "weights", "pseudo", "pseudo_data"):
+    for name in ("data", "cache", "spec", "out", "weights", "pseudo", "pseudo_data"):
         if opts.get(name) is not None:
             opts[name] = str(opts[name])
             if name in given:
@@ -172,7 +175,11 @@ def _resolve(opts: dict, given: dict, resume: Path | None):
             raise ConfigError("--resume continues in its own folder; leave out --out "
                               "(or give the same folder)")
         last = check_resumable(resume)
-        saved = TrainConfig.from_dict(read_checkpoint(last)["config"])
+        ckpt = read_checkpoint(last)
+        if not isinstance(ckpt.get("config"), dict) or "optimizer" not in ckpt:
+            raise ConfigError("not a resumable checkpoint (no training config or optimizer state; "
+                              "best.pt and exported models hold only the model)", last)
+        saved = TrainConfig.from_dict(ckpt["config"])
         if "device" in given:
             given["device"] = device
         return resume_config(saved, {**given, "out": str(resume)})

@@ -29,6 +29,7 @@ class TrainConfig:
     out: str
     data: str | None = None
     cache: str | None = None  # mask cache folder; default DATA/hbseg-cache
+    spec: str | None = None  # data set description file; default DATA/hbseg-dataset.yaml, else hands
     loader: str = "dali"
     device: str = "cpu"
     arch: str = "unet"
@@ -88,7 +89,8 @@ class TrainConfig:
             bad(f"--val-batch-size must be at least 1, got {self.val_batch_size}")
         if self.stop_after is not None and not 1 <= self.stop_after:
             bad(f"--stop-after must be at least 1, got {self.stop_after}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+        inf = float("inf")  # and nan fails every comparison below
+        if not (0 < self.lr < inf and 0 <= self.weight_decay < inf and 0 <= self.warmup_epochs < inf):
             bad("--lr must be positive; --weight-decay and --warmup-epochs not negative")
         if not 0 <= self.min_lr_ratio <= 1:
             bad(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
@@ -168,7 +170,7 @@ class TrainConfig:
                 aug["clahe_tile_grid"] = tuple(aug["clahe_tile_grid"])
             d["augment"] = AugmentConfig(**aug)
         if isinstance(d.get("normalize"), dict):
-            d["normalize"] = NormalizeConfig(**d["normalize"])
+            d["normalize"] = NormalizeConfig(**d["normalize"])  # lists become tuples there
         return cls(**d)
 
     def replace(self, **changes) -> TrainConfig:

@@ -76,6 +76,10 @@ def resume_config(saved: TrainConfig, given: dict) -> TrainConfig:
         )
     changed.pop("out", None)
     changed.setdefault("stop_after", None)
+    if given.get("out") is not None:
+        # the folder being resumed, as given now: the run may have been moved or copied, or
+        # be resumed from another working directory; never write into the old location
+        changed["out"] = given["out"]
     return saved.replace(**changed)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from hbseg.data.classes import CLASSES, NUM_CLASSES
+from hbseg.data.classes import CLASSES
 from hbseg.errors import ConfigError
 from hbseg.models import ModelCard, create_model, read_checkpoint, save_checkpoint
 from hbseg.progress import bar_disabled
@@ -50,15 +50,31 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
 def prepare_index(cfg: TrainConfig, main: bool = True) -> pd.DataFrame:
     """The mask-cache index for ``cfg.data``; the cache is built first if it is missing
     (by rank 0 only; the other ranks wait and get rank 0's error if it fails)."""
-    from hbseg.data import build_cache, default_cache_dir, load_cache_index
+    from hbseg.data import default_cache_dir, load_cache_index
+    from hbseg.data.spec import cache_spec, resolve_spec
 
-    cache_dir = Path(cfg.cache) if cfg.cache else default_cache_dir(cfg.data)
-    if not (cache_dir / "index.csv").is_file():
+    spec = resolve_spec(cfg.data, cfg.spec)
+    if cfg.cache:
+        cache_dir = Path(cfg.cache)
+    else:
+        cache_dir = Path(cfg.data) / "hbseg-cache" if spec is not None else default_cache_dir(cfg.data)
+    if spec is not None and (cache_dir / "index.csv").is_file() and cache_spec(cache_dir) != spec:
+        raise ConfigError("this mask cache was built from another data set description; rebuild "
+                          "it with `hbseg-data cache ROOT --spec FILE --force`", cache_dir)
+    from hbseg.data.cache import refresh_cache, stale_reason
+
+    # missing, from another hbseg, or a JSON/PNG changed since (size+mtime): (re)build, so
+    # that training never uses masks that no longer match their polygons
+    stale = ddp.broadcast_object(stale_reason(cache_dir) if main else None)
+    if stale is not None:
         err = None
         if main:
             try:
-                print(f"building the mask cache in {cache_dir}", file=sys.stderr)
-                build_cache(cfg.data, cache_dir, workers=max(1, cfg.workers_for()), progress=cfg.progress)
+                exists = (cache_dir / "index.csv").is_file()
+                print(f"updating the mask cache in {cache_dir} ({stale})" if exists
+                      else f"building the mask cache in {cache_dir}", file=sys.stderr)
+                refresh_cache(cfg.data, cache_dir, workers=max(1, cfg.workers_for()), progress=cfg.progress,
+                            spec=spec)
             except Exception as e:  # noqa: BLE001 - forwarded to every rank
                 err = e
         err = ddp.broadcast_object(err)
@@ -103,15 +119,43 @@ def make_loader(kind: str, index: pd.DataFrame, lcfg, mode: str, device: str):
 
 
 # -- model --------------------------------------------------------------------------------
-def model_card(cfg: TrainConfig) -> ModelCard:
-    a, n = cfg.augment, cfg.normalize
+def dataset_spec(cfg: TrainConfig):
+    """The run's ``DatasetSpec`` (``None``: the hands): ``--spec``, else the cache's, else
+    ``DATA/hbseg-dataset.yaml``."""
+    from hbseg.data.spec import cache_spec, resolve_spec
+
+    if cfg.spec is None and cfg.cache and (Path(cfg.cache) / "meta.json").is_file():
+        return cache_spec(cfg.cache)
+    return resolve_spec(cfg.data, cfg.spec) if Path(cfg.data).is_dir() or cfg.spec else None
+
+
+def model_card(cfg: TrainConfig, spec=None) -> ModelCard:
+    a = cfg.augment
+    channels = 1 if spec is None else spec.channels
+    n = cfg.normalize.for_channels(channels)
+    names = CLASSES if spec is None else spec.classes
     return ModelCard(
-        arch=cfg.arch, encoder=cfg.encoder, in_channels=1, classes=NUM_CLASSES,
-        class_names=CLASSES, normalize={"mean": n.mean, "std": n.std},
+        arch=cfg.arch, encoder=cfg.encoder, in_channels=channels, classes=len(names),
+        class_names=names, normalize={"mean": _plain(n.mean), "std": _plain(n.std)},
         clahe={"p": a.clahe_p, "clip_limit": a.clahe_clip_limit,
                "tile_grid": list(a.clahe_tile_grid)},
         size=cfg.size, crop=cfg.crop,
     )
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _loader_config(cfg: TrainConfig, spec, mode: str, rank: int, world: int):
+    """``cfg.loader_config`` with the data set's channels, classes and normalisation."""
+    from dataclasses import replace
+
+    lcfg = cfg.loader_config(mode, rank, world)
+    if spec is None:
+        return lcfg
+    return replace(lcfg, channels=spec.channels, num_classes=spec.num_classes,
+                   normalize=lcfg.normalize.for_channels(spec.channels))
 
 
 def _check_size(model: torch.nn.Module, cfg: TrainConfig) -> None:
@@ -124,12 +168,13 @@ def _check_size(model: torch.nn.Module, cfg: TrainConfig) -> None:
                           f"{cfg.arch}/{cfg.encoder}; try {lo or hi} or {hi}")
 
 
-def _unused_parameters(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> list[str]:
+def _unused_parameters(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
+                       in_channels: int = 1) -> list[str]:
     """Parameters one forward/backward leaves without a gradient (pspnet's unused encoder
     stages, a ViT's classifier head). DDP must be told about them, or it waits for their
     gradients forever. Eval mode, so BatchNorm statistics are not touched."""
     model.eval()
-    x = torch.zeros(1, 1, cfg.size, cfg.size, device=device)
+    x = torch.zeros(1, in_channels, cfg.size, cfg.size, device=device)
     model(x).float().sum().backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     model.zero_grad(set_to_none=True)
@@ -179,6 +224,11 @@ class _Run:
             check_resumable(self.out)
         # the data, and what depends on it
         index = prepare_index(cfg, self.main) if index is None else index
+        self.spec = dataset_spec(cfg)
+        if self.spec is not None and cfg.loader == "baseline":
+            raise ConfigError("--loader baseline reads the hands' JSON only; use --loader dali or "
+                              "torch for this data set")
+        self.class_names = CLASSES if self.spec is None else self.spec.classes
         check_against_index(cfg, index)
         from hbseg.data.split import apply_split
 
@@ -196,23 +246,24 @@ class _Run:
             torch.backends.cudnn.benchmark = True
         # the model: the same seed on every rank (DDP also broadcasts rank 0's weights)
         torch.manual_seed(cfg.seed)
-        raw = create_model(cfg.arch, cfg.encoder, 1, NUM_CLASSES, weights=cfg.weights)
+        in_ch = 1 if self.spec is None else self.spec.channels
+        raw = create_model(cfg.arch, cfg.encoder, in_ch, len(self.class_names), weights=cfg.weights)
         _check_size(raw, cfg)
         raw = raw.to(self.device)
         if cfg.channels_last:
             raw = raw.to(memory_format=torch.channels_last)
         self.raw = raw
-        self.card = model_card(cfg)
+        self.card = model_card(cfg, self.spec)
         self.loss_fn = get_loss(cfg.loss)
         # loaders: one shard per rank
         dev = "cuda" if self.device.type == "cuda" else "cpu"
         W, R = info.world_size, info.rank
         self.train_loader = make_loader(cfg.loader, self.train_index,
-                                        cfg.loader_config("train", R, W), "train", dev)
+                                        _loader_config(cfg, self.spec, "train", R, W), "train", dev)
         self.val_loader = None
         if self.val_index is not None:
             self.val_loader = make_loader(cfg.loader, self.val_index,
-                                          cfg.loader_config("eval", R, W), "eval", dev)
+                                          _loader_config(cfg, self.spec, "eval", R, W), "eval", dev)
         from hbseg.dali_pipes.loader_base import num_batches
 
         smallest = num_batches(len(self.train_index), cfg.batch_size, W - 1, W)
@@ -229,7 +280,7 @@ class _Run:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            unused = _unused_parameters(raw, cfg, self.device)
+            unused = _unused_parameters(raw, cfg, self.device, in_ch)
             model = DistributedDataParallel(raw, device_ids=ids,
                                             find_unused_parameters=bool(unused))
         self.eval_model = raw
@@ -392,14 +443,14 @@ class _Run:
         if self.val_loader is not None and (done % cfg.val_every == 0 or done == cfg.epochs):
             self.val_loader.set_epoch(epoch)
             val = validate(self.eval_model, self.val_loader, self.loss_fn, self.settings,
-                           self.device, NUM_CLASSES, desc=f"val {done}/{cfg.epochs}")
+                           self.device, len(self.class_names), desc=f"val {done}/{cfg.epochs}")
         record = {
             "epoch": done,
             "loss": stats["loss"],
             "lr": stats["lr"],
             "val_loss": val["val_loss"] if val else None,
             "mean_dice": val["mean_dice"] if val else None,
-            "dice": dict(zip(CLASSES, val["dice"], strict=True)) if val else None,
+            "dice": dict(zip(self.class_names, val["dice"], strict=True)) if val else None,
             "epoch_seconds": time.perf_counter() - t0,
             "train_seconds": stats["seconds"],
             "val_seconds": val["val_seconds"] if val else None,

@@ -16,7 +16,7 @@ import numpy as np
 
 from hbseg.atomic import atomic_path, check_writable_dir
 from hbseg.data.classes import CLASSES
-from hbseg.data.layout import IMAGE_DIR, JSON_DIR
+from hbseg.data.layout import IMAGE_DIR, JSON_DIR, SYNTH_PARTIAL_MARK
 from hbseg.errors import ConfigError, DataError
 from hbseg.progress import bar_disabled
 
@@ -105,6 +105,15 @@ def _make_one(task: tuple) -> str:
 def _worker_init() -> None:
     # one OpenCV thread per worker process: the pool already uses every core
     cv2.setNumThreads(1)
+    # Ctrl-C reaches the whole process group: only the parent reports it, in one line
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# Written first and removed last: its presence marks a data set whose generation was
+# interrupted, which a new run may then replace without --overwrite.
+PARTIAL_MARK = SYNTH_PARTIAL_MARK
 
 
 def _has_images(folder: Path) -> bool:
@@ -131,6 +140,8 @@ def generate_dataset(
     out = Path(out)
     old = [out / "train" / IMAGE_DIR, out / "train" / JSON_DIR, out / "test" / IMAGE_DIR]
     existing = [p for p in old[::2] if _has_images(p)]
+    if existing and (out / PARTIAL_MARK).is_file():
+        overwrite = True  # our own unfinished output: replace it (generation is deterministic)
     if existing and not overwrite:
         raise DataError("already holds image data; choose an empty folder or pass overwrite=True "
                         "(which deletes the old images and annotations)", existing[0])
@@ -139,6 +150,7 @@ def generate_dataset(
             if p.is_dir():
                 shutil.rmtree(p)
     check_writable_dir(out)
+    (out / PARTIAL_MARK).write_text("hbseg-data synth was interrupted here; run it again\n")
 
     tasks = []
     for i in range(cfg.ids + cfg.test_ids):
@@ -173,6 +185,7 @@ def generate_dataset(
     info = {**dataclasses.asdict(cfg), "generator": "hbseg.data.synth",
             "generator_version": GENERATOR_VERSION}
     _write_bytes(out / "synth_config.json", (json.dumps(info, indent=2) + "\n").encode())
+    (out / PARTIAL_MARK).unlink(missing_ok=True)
     return {
         "images": len(tasks),
         "train_images": 2 * cfg.ids,

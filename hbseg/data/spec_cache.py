@@ -1,0 +1,130 @@
+"""The mask cache of a described data set (``DatasetSpec``): same layout as the hands'.
+
+``index.csv`` has the same columns, ``meta.json`` the same keys plus ``dataset`` (the
+description), masks the same bit-packed PNGs with bit ``c`` = class ``c`` of the
+description's list. Every loader therefore reads it as it reads the hands' cache; only the
+number of planes to unpack (``len(classes)``) and the image channels differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from hbseg.atomic import atomic_dir
+from hbseg.progress import bar_disabled
+
+from .cache import CACHE_VERSION, INDEX_NAME, META_NAME, _build_lock, _old_index, _stamp
+from .masks import pack_masks, write_packed_png
+from .spec import DatasetSpec, cache_spec
+
+__all__ = ["build_spec_cache"]
+
+
+def _rasterise_one(job) -> str:
+    spec_dict, image_path, source, label_path, mask_path, h, w, verify = job
+    spec = DatasetSpec.from_dict(spec_dict)
+    if verify:
+        from .formats.images import read_image
+
+        img = read_image(image_path, spec.channels)
+        h, w = img.shape[:2]
+    from .formats.masks import read_masks
+
+    masks = read_masks(spec, source, h, w, Path(image_path).name, label_path)
+    Path(mask_path).parent.mkdir(parents=True, exist_ok=True)
+    write_packed_png(mask_path, pack_masks(masks))
+    return mask_path
+
+
+def _source_files(spec: DatasetSpec, src, json_path: str) -> list[str]:
+    if spec.format == "class-png":  # every class file of the image (none: an empty image)
+        return [p for _, p in src]
+    return [json_path]  # the label file, or the one COCO file
+
+
+def build_spec_cache(
+    root: str | Path,
+    spec: DatasetSpec,
+    cache_dir: str | Path | None = None,
+    exclude: Iterable[str] = (),
+    workers: int | None = None,
+    verify_images: bool = True,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Rasterise a described data set's labels into packed masks (see ``build_cache``).
+
+    Masks whose image or label files changed are redrawn; a cache built from another
+    description (other classes, format or folders) is rebuilt whole.
+    """
+    from .formats.scan import scan_dataset
+
+    data_root = Path(root)
+    cache_dir = Path(cache_dir) if cache_dir is not None else data_root / "hbseg-cache"
+    exclude = tuple(exclude)
+    df, sources = scan_dataset(spec, data_root, exclude)
+    df["source_stamp"] = [
+        _stamp(i, *_source_files(spec, s, j))
+        for i, s, j in zip(df["image_path"], sources, df["json_path"], strict=True)]
+    rel = lambda p: os.path.relpath(p, data_root) if p else ""  # noqa: E731
+    df["image_path"] = df["image_path"].map(rel)
+    df["json_path"] = df["json_path"].map(rel)
+    df["mask_path"] = [f"masks/{i}/{Path(n).stem}.png" for i, n in zip(df["id"], df["image_name"], strict=True)]
+
+    with _build_lock(cache_dir):  # one builder per cache (shared with the hands' cache)
+        return _build(df, sources, spec, data_root, cache_dir, exclude, workers, verify_images,
+                      force, progress)
+
+
+def _build(df, sources, spec, data_root, cache_dir, exclude, workers, verify_images, force,
+           progress) -> dict:
+    old = None if force or cache_spec(cache_dir) != spec else _old_index(cache_dir)
+    reusable: set[str] = set()
+    if old is not None:
+        old_stamps = dict(zip(old["image_path"], old["source_stamp"], strict=True))
+        reusable = {p for p, s in zip(df["image_path"], df["source_stamp"], strict=True) if old_stamps.get(p) == s}
+        if set(old["image_path"]) == set(df["image_path"]) and len(reusable) == len(df):
+            return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": 0, "up_to_date": True}
+
+    todo = df[~df["image_path"].isin(reusable)]
+    spec_dict = spec.to_dict()
+    with atomic_dir(cache_dir) as tmp:
+        for p in df[df["image_path"].isin(reusable)]["mask_path"]:
+            (tmp / p).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(cache_dir / p, tmp / p)
+            except OSError:
+                shutil.copy2(cache_dir / p, tmp / p)
+        jobs = [(spec_dict, str(data_root / r.image_path), sources[k],
+                 str(data_root / r.json_path) if r.json_path else "",
+                 str(tmp / r.mask_path), int(r.height), int(r.width), verify_images)
+                for k, r in zip(todo.index, todo.itertuples(index=False), strict=True)]
+        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+        bar = tqdm(total=len(jobs), desc="rasterising masks", unit="img", disable=bar_disabled(progress))
+        if workers == 1:
+            for job in jobs:
+                _rasterise_one(job)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for _ in pool.map(_rasterise_one, jobs, chunksize=4):
+                    bar.update()
+        bar.close()
+        df.to_csv(tmp / INDEX_NAME, index=False)
+        meta = {
+            "version": CACHE_VERSION,
+            "data_root": os.path.relpath(data_root, cache_dir.parent),
+            "classes": list(spec.classes),
+            "exclude": list(exclude),
+            "images": len(df),
+            "dataset": spec_dict,
+        }
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
+    return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": len(jobs), "up_to_date": False}
