@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from hbseg.infer.config import EvalConfig
 from hbseg.infer.csv_io import Submission, read_submission
 from hbseg.infer.evaluate import _check_coverage, _select
 from hbseg.infer.overlay import short_name
-from hbseg.progress import bar_disabled
+from hbseg.progress import map_with_progress
 
 from .config import ReportConfig
 from .render import ImageJob, render_image
@@ -66,22 +65,7 @@ def _jobs(cfg: ReportConfig, df, subs: list[Submission], out: Path) -> list[Imag
 
 
 def _run(jobs: list[ImageJob], workers: int | None, progress: bool) -> list[dict]:
-    from tqdm.auto import tqdm
-
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc="report", unit="img", disable=bar_disabled(progress))
-    rows = []
-    if workers == 1:
-        for job in jobs:
-            rows.append(render_image(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for row in pool.map(render_image, jobs, chunksize=1):
-                rows.append(row)
-                bar.update()
-    bar.close()
-    return rows
+    return map_with_progress(render_image, jobs, workers=workers, desc="report", progress=progress)
 
 
 def _page_data(cfg: ReportConfig, df, names: list[str], rows: list[dict]) -> dict:

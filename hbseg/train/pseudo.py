@@ -104,24 +104,10 @@ def build_pseudo_cache(csv_path: str | Path, data: str | Path, out: str | Path,
 
 
 def _run(jobs: list, workers: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from hbseg.progress import map_with_progress
 
-    from hbseg.progress import bar_disabled
-
-    bar = tqdm(total=len(jobs), desc="decoding pseudo-labels", unit="img",
-               disable=bar_disabled(progress))
-    workers = max(1, min(workers, len(jobs)))
-    if workers == 1:
-        for job in jobs:
-            _decode_one(job)
-            bar.update()
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers) as pool:
-            for _ in pool.map(_decode_one, jobs, chunksize=2):
-                bar.update()
-    bar.close()
+    map_with_progress(_decode_one, jobs, workers=workers, desc="decoding pseudo-labels",
+                      progress=progress, chunksize=2)
 
 
 def expand_by_weight(index: pd.DataFrame, seed: int) -> pd.DataFrame:
