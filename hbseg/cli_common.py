@@ -13,7 +13,7 @@ import click
 
 from hbseg.errors import HbsegError
 
-__all__ = ["debug_option", "run_cli", "main_entry", "FiniteFloat", "check_out_not_input"]
+__all__ = ["debug_option", "run_cli", "main_entry", "FiniteFloat", "check_out_file"]
 
 debug_option = click.option(
     "--debug", is_flag=True, default=False, help="Show the full Python traceback on errors."
@@ -41,12 +41,16 @@ class FiniteFloat(click.FloatRange):
         return v
 
 
-def check_out_not_input(out, inputs, option: str = "--out") -> None:
-    """A usage error when the output file is one of the inputs: writing it would destroy
-    the input (a checkpoint, a prediction CSV) that the user still needs."""
+def check_out_file(out, inputs, option: str = "--out") -> None:
+    """Usage errors for an output file that is one of the inputs (writing it would destroy
+    the input, a checkpoint or a prediction CSV, that the user still needs) or that lies in
+    a folder that does not exist (most often a typo, found before any work is done)."""
     if out is None:
         return
     out = Path(out)
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"the folder {out.parent} does not exist; create it first or "
+                                 "fix the path", param_hint=f"'{option}'")
     for src in inputs:
         if src is None:
             continue

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hbseg.cli_common import FiniteFloat, check_out_not_input, debug_option, main_entry
+from hbseg.cli_common import FiniteFloat, check_out_file, debug_option, main_entry
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -85,11 +85,12 @@ def _summary_line(s: dict) -> str:
 def infer(checkpoints, weights, data, out, device, batch_size, loader, window, stride, sigma, tta,
           scales, threshold, thresholds_file, min_size, min_sizes_file, save_probs, overlays,
           overlay_size, no_amp, quiet, debug) -> None:
-    """Segment the 29 bones of every radiograph under --data into a submission CSV."""
+    """Segment every image under --data into a submission CSV (the 29 bones, or the classes
+    of the checkpoint's data set)."""
     from .config import InferConfig
     from .infer import run_inference
 
-    check_out_not_input(out, [*checkpoints, thresholds_file, min_sizes_file])
+    check_out_file(out, [*checkpoints, thresholds_file, min_sizes_file])
 
     cfg = InferConfig(
         checkpoints=tuple(checkpoints), data=str(data), out=str(out), weights=weights,
@@ -128,7 +129,7 @@ def evaluate(preds, data, ids, fold, out, report, report_size, workers, quiet, d
 
     if out and len(preds) > 1:
         raise click.UsageError("--out takes one --pred; with several, each writes <pred>.eval.json")
-    check_out_not_input(out, preds)
+    check_out_file(out, preds)
     id_list = tuple(i.strip() for i in ids.split(",") if i.strip()) if ids else None
     for pred in preds:
         cfg = EvalConfig(pred=str(pred), data=str(data), out=out, ids=id_list, fold=fold,
@@ -185,7 +186,7 @@ def ensemble(csvs, probs, out, min_votes, weights, data, size, threshold, thresh
 
     if csvs and probs:
         raise click.UsageError("give CSVs (hard vote) or --probs folders (soft vote), not both")
-    check_out_not_input(out, [*csvs, thresholds_file, min_sizes_file, class_weights_file])
+    check_out_file(out, [*csvs, thresholds_file, min_sizes_file, class_weights_file])
     cfg = EnsembleConfig(out=str(out), csvs=tuple(csvs), probs=tuple(probs), min_votes=min_votes,
                          weights=weights, data=data, size=size, threshold=threshold,
                          thresholds_file=thresholds_file, min_size=min_size,
