@@ -143,6 +143,37 @@ def test_cache_rebuilds_for_another_description(shapes, tmp_path):
     assert cache_spec(root / "hbseg-cache").classes[-1] == "sacrum"
 
 
+def test_data_cli_takes_a_spec_file(tmp_path, monkeypatch, capsys):
+    from conftest import run_main
+
+    from hbseg.data.cli import main
+
+    root = tmp_path / "spine"
+    generate_shapes(root, ShapesConfig(kind="spine", format="polygon-json", images=2, size=64))
+    spec_file = tmp_path / "spine.yaml"
+    (root / "hbseg-dataset.yaml").rename(spec_file)
+    assert run_main(main, ["cache", root, "--spec", spec_file], monkeypatch) == 0
+    assert "2 images, 2 masks rasterised" in capsys.readouterr().out
+    assert cache_spec(root / "hbseg-cache") == load_spec(spec_file)
+    spec_file.rename(root / "hbseg-dataset.yaml")
+    assert run_main(main, ["check", root], monkeypatch) == 0
+    assert "2 images of 'synthetic-spine' (6 classes, polygon-json) are valid" in capsys.readouterr().out
+
+
+def test_training_refuses_a_cache_of_another_description(shapes, tmp_path):
+    from hbseg.train import TrainConfig
+    from hbseg.train.trainer import dataset_spec, prepare_index
+
+    root = _copy(shapes["index-png"], tmp_path / "s")
+    build_cache(root, workers=1, progress=False)
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=str(root), progress=False)
+    assert len(prepare_index(cfg)) == 4 and dataset_spec(cfg).num_classes == 6
+    other = tmp_path / "other.yaml"
+    other.write_text((root / "hbseg-dataset.yaml").read_text().replace("- S1", "- sacrum"))
+    with pytest.raises(ConfigError, match="built from another data set description"):
+        prepare_index(cfg.replace(spec=str(other)))
+
+
 # --------------------------------------------------------------------------- colour
 def test_rgb_clahe_equals_dali_luma_only():
     pytest.importorskip("nvidia.dali")
@@ -170,6 +201,8 @@ def test_colour_loaders_agree(shapes):
     pytest.importorskip("nvidia.dali")
     from dataclasses import replace
 
+    import torch
+
     from hbseg.dali_pipes import (
         AugmentConfig,
         DaliLoader,
@@ -192,6 +225,48 @@ def test_colour_loaders_agree(shapes):
             # the mask warp is the hands' own, unchanged by colour
             assert (m != n).float().mean() < 5e-3
             assert float((a - b).abs().max()) < 0.05  # ~2 grey levels, as for grey images
+        from hbseg.dali_pipes.cache_loader import DaliCacheLoader  # decoded once, in memory
+
+        cached = list(DaliCacheLoader(idx, cfg, mode, device="cpu", headroom_bytes=0))
+        for (a, m), (b, n) in zip(dali, cached, strict=True):
+            assert torch.equal(a, b) and torch.equal(m, n)
+
+
+@pytest.mark.gpu
+def test_colour_graph_on_gpu_matches_cpu(shapes):
+    """Mixed RGB decoding and GPU CLAHE on luminance (padded like OpenCV) against the CPU
+    graph. Written without a GPU to run it on: the tolerance is the grey graph's."""
+    pytest.importorskip("nvidia.dali")
+    from hbseg.dali_pipes import DaliLoader, LoaderConfig, NormalizeConfig
+
+    idx = load_cache_index(shapes["coco"] / "hbseg-cache")
+    cfg = LoaderConfig(size=48, batch_size=2, num_threads=1, channels=3, num_classes=3,
+                       normalize=NormalizeConfig().for_channels(3))
+    for mode in ("train", "eval"):
+        cpu = list(DaliLoader(idx, cfg, mode=mode, device="cpu"))
+        gpu = list(DaliLoader(idx, cfg, mode=mode, device="cuda"))
+        for (a, m), (b, n) in zip(cpu, gpu, strict=True):
+            assert b.shape == a.shape and n.shape == m.shape and b.device.type == "cuda"
+            assert float((a - b.cpu()).abs().max()) < 0.05
+            assert (m != n.cpu()).float().mean() < 5e-3
+
+
+def test_colour_padding_is_black_per_channel():
+    import torch
+
+    from hbseg.dali_pipes import NormalizeConfig
+    from hbseg.infer.preprocess import PreprocessSpec
+    from hbseg.infer.sliding import pad_image
+
+    norm = NormalizeConfig().for_channels(3)
+    spec = PreprocessSpec(mean=norm.mean, std=norm.std, channels=3)
+    x = torch.rand(1, 3, 5, 4)
+    y = pad_image(x, (0, 3, 0, 2), spec.black)
+    assert tuple(y.shape) == (1, 3, 7, 7)
+    torch.testing.assert_close(y[..., :5, :4], x)
+    for c in range(3):  # a black RGB pixel, normalised with that channel's mean and std
+        torch.testing.assert_close(y[0, c, 6, 6], torch.tensor(-norm.mean[c] / norm.std[c]))
+    assert PreprocessSpec().black == -0.485 / 0.229  # grey: one number, as before
 
 
 # --------------------------------------------------------------------------- end to end
@@ -212,6 +287,11 @@ def test_colour_coco_train_infer_eval(tmp_path, monkeypatch):
                       encoder="resnet18", size=64, batch_size=3, epochs=1, progress=False,
                       tensorboard=False, amp="off"))
     ckpt = tmp_path / "run" / "best.pt"
+    from hbseg.models import read_checkpoint
+
+    card = read_checkpoint(ckpt)["card"]
+    assert card["class_names"] == list(spec.classes) and card["in_channels"] == 3
+    assert card["dataset"] == spec.to_dict() and card["normalize"]["mean"] == [0.485, 0.456, 0.406]
     out = tmp_path / "blobs.csv"
     run_inference(InferConfig(checkpoints=(str(ckpt),), data=str(blobs), out=str(out),
                               device="cpu", overlays=str(tmp_path / "pics"), progress=False))

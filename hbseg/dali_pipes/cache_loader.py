@@ -106,7 +106,7 @@ class DaliCacheLoader(PipelineLoader):
         check_fits(self.cache_bytes, len(index), self._dali_device, device_id, headroom_bytes)
         images, masks, shapes = self._decode_all(index)
         source = CachedArraySource([images, masks], cfg.batch_size,
-                                   params=augment_params(cfg, mode, shapes),
+                                   params=augment_params(cfg, mode, shapes, index),
                                    shuffle=mode == "train", seed=cfg.seed,
                                    shard_id=cfg.shard_id, num_shards=cfg.num_shards)
         rt = runtime_args(cfg, device_id)

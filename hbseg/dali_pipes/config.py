@@ -104,6 +104,8 @@ class LoaderConfig:
         (training), then resized to ``size``; ``None`` resizes the whole image.
     full_res_mask: eval only; masks stay at each image's original size so Dice is
         scored the way the leaderboard scores it.
+    roi_margin, canonical_hand: the hand ROI crop and handedness of
+        :mod:`hbseg.dali_pipes.roi` (off when None), in train and eval mode alike.
     """
 
     size: int = 512
@@ -119,6 +121,8 @@ class LoaderConfig:
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     channels: int = 1  # image channels: 1 (grey) or 3 (RGB)
     num_classes: int = NUM_CLASSES  # mask planes unpacked from the packed masks (1-32)
+    roi_margin: float | None = None  # crop to the labels' box + margin, squared (roi.py)
+    canonical_hand: str | None = None  # "left"/"right": mirror the other side's images
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -133,3 +137,10 @@ class LoaderConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 0 <= self.shard_id < self.num_shards:
             raise ValueError(f"shard_id {self.shard_id} not in [0, {self.num_shards})")
+        if self.roi_margin is not None and self.crop is not None:
+            raise ValueError("roi_margin (hand ROI crop) and crop (random crop) exclude each other")
+        if self.roi_margin is not None and not 0 <= self.roi_margin < 10:
+            raise ValueError(f"roi_margin must be in [0, 10), got {self.roi_margin}")
+        if self.canonical_hand not in (None, "left", "right"):
+            raise ValueError(f"canonical_hand must be 'left', 'right' or None, "
+                             f"got {self.canonical_hand!r}")

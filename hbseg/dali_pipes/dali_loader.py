@@ -164,9 +164,16 @@ def index_shapes(index: pd.DataFrame) -> np.ndarray:
     return np.array([[d["height"], d["width"]] for d in hw], np.float64)
 
 
-def augment_params(cfg: LoaderConfig, mode: str, shapes_hw: np.ndarray) -> AugmentParams:
+def augment_params(cfg: LoaderConfig, mode: str, shapes_hw: np.ndarray,
+                   index: pd.DataFrame | None = None) -> AugmentParams:
+    """``index`` (its names and masks) is needed when the hand ROI or handedness is on."""
+    from .roi import loader_geometry
+
+    geometry = None if index is None else loader_geometry(cfg, index, shapes_hw)
+    if geometry is None and (cfg.roi_margin is not None or cfg.canonical_hand is not None):
+        raise ValueError("augment_params needs the index for the hand ROI and handedness")
     return AugmentParams(cfg.augment, shapes_hw, cfg.size, cfg.crop if mode == "train" else None,
-                         train=mode == "train", seed=cfg.seed)
+                         train=mode == "train", seed=cfg.seed, geometry=geometry)
 
 
 class DaliLoader(PipelineLoader):
@@ -190,8 +197,9 @@ class DaliLoader(PipelineLoader):
         self.cfg, self.mode, self.device = cfg, mode, str(device)
         dali_device, device_id = resolve_device(device)
         self.batch_size = cfg.batch_size
+        shapes = index_shapes(index)
         source = FileSource([index["image_path"], index["mask_path"]], cfg.batch_size,
-                            params=augment_params(cfg, mode, index_shapes(index)),
+                            params=augment_params(cfg, mode, shapes, index),
                             shuffle=mode == "train", seed=cfg.seed, shard_id=cfg.shard_id,
                             num_shards=cfg.num_shards)
         source.channels = cfg.channels  # for _bad_file's error report

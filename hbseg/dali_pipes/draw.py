@@ -78,15 +78,25 @@ def _about(m: np.ndarray, cx: float, cy: float) -> np.ndarray:
     return _translate(cx, cy) @ m @ _translate(-cx, -cy)
 
 
-def sample_matrix(d: SampleDraw, shape_hw, out_size: int, crop: int | None) -> np.ndarray:
+def sample_matrix(d: SampleDraw, shape_hw, out_size: int, crop: int | None,
+                  roi=None) -> np.ndarray:
     """One 2x3 forward matrix (source → destination, pixel-corner coordinates).
 
     flip (``x → W - x``) → rotation by ``angle`` and scale about the centre → shift by
     ``shift·(W, H)`` → ``crop=None``: the ``W×H`` frame onto ``out_size²``; ``crop=c``: the
     ``c×c`` window at ``(crop_u·(W - c), crop_v·(H - c))`` onto ``out_size²``.
+
+    ``roi=(x0, y0, w, h)`` (the hand's window, :mod:`hbseg.dali_pipes.roi`) takes the
+    frame's place: flip, rotation and scale about the window's centre, shift by
+    ``shift·(w, h)``, the window onto ``out_size²`` (``crop`` must then be None).
     """
     h, w = float(shape_hw[0]), float(shape_hw[1])
-    cx, cy = 0.5 * w, 0.5 * h
+    x0, y0 = 0.0, 0.0
+    if roi is not None:
+        if crop is not None:
+            raise ValueError("a hand ROI window and a random crop exclude each other")
+        x0, y0, w, h = (float(v) for v in roi)
+    cx, cy = x0 + 0.5 * w, y0 + 0.5 * h
     m = np.eye(3)
     if d.flip:
         m = _about(np.diag([-1.0, 1.0, 1.0]), cx, cy) @ m
@@ -96,7 +106,7 @@ def sample_matrix(d: SampleDraw, shape_hw, out_size: int, crop: int | None) -> n
         m = _about(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), cx, cy) @ m
     m = _translate(d.shift_x * w, d.shift_y * h) @ m
     if crop is None:
-        m = np.diag([out_size / w, out_size / h, 1.0]) @ m
+        m = np.diag([out_size / w, out_size / h, 1.0]) @ _translate(-x0, -y0) @ m
     else:
         x0, y0 = d.crop_u * (w - crop), d.crop_v * (h - crop)
         m = np.diag([out_size / crop, out_size / crop, 1.0]) @ _translate(-x0, -y0) @ m
@@ -104,16 +114,19 @@ def sample_matrix(d: SampleDraw, shape_hw, out_size: int, crop: int | None) -> n
 
 
 def batch_params(draws: list[SampleDraw], shapes_hw, out_size: int | None,
-                 crop: int | None) -> dict[str, list[np.ndarray]]:
+                 crop: int | None, rois=None) -> dict[str, list[np.ndarray]]:
     """Per-sample arrays for DALI's argument inputs: ``matrix`` [2, 3] float32 (absent when
-    ``out_size`` is None), ``alpha`` and ``beta`` float32 scalars, ``clahe`` bool scalar."""
+    ``out_size`` is None), ``alpha`` and ``beta`` float32 scalars, ``clahe`` bool scalar.
+    ``rois``: one ``(x0, y0, w, h)`` window per sample (see ``sample_matrix``), or None."""
     out = {
         "alpha": [np.float32(d.alpha) for d in draws],
         "beta": [np.float32(d.beta) for d in draws],
         "clahe": [np.bool_(d.clahe) for d in draws],
     }
     if out_size is not None:
-        out["matrix"] = [sample_matrix(d, hw, out_size, crop) for d, hw in zip(draws, shapes_hw, strict=True)]
+        rois = [None] * len(draws) if rois is None else rois
+        out["matrix"] = [sample_matrix(d, hw, out_size, crop, roi)
+                         for d, hw, roi in zip(draws, shapes_hw, rois, strict=True)]
     return {k: [np.asarray(v) for v in vs] for k, vs in out.items()}
 
 

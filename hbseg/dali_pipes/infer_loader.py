@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from hbseg.errors import DataError
 
 from .config import NO_AUGMENT, AugmentConfig, NormalizeConfig
@@ -19,6 +21,16 @@ from .pipe_loader import PipelineLoader
 from .sources import FileSource
 
 __all__ = ["DaliInferLoader"]
+
+
+class _Matrices:
+    """``FileSource`` params: each row's own forward matrix (hand ROI crop, handedness)."""
+
+    def __init__(self, matrices: list):
+        self.matrices = matrices
+
+    def __call__(self, epoch: int, idx) -> list[list]:
+        return [[self.matrices[int(i)] for i in idx]]
 
 
 class DaliInferLoader(PipelineLoader):
@@ -30,6 +42,8 @@ class DaliInferLoader(PipelineLoader):
     ``augment``: the training ``AugmentConfig``; only its CLAHE settings are used, applied
     when ``clahe_in_eval`` says so (as in eval). ``device``: ``"cpu"`` or ``"cuda[:N]"``.
     ``channels``: 1 decodes grey, 3 RGB (``normalize`` then has one or three values).
+    ``matrices``: one [2, 3] forward matrix per image (DALI convention, onto ``size``²) that
+    replaces the plain resize: the hand ROI crop and handedness of :mod:`hbseg.dali_pipes.roi`.
     """
 
     supports_full_res = True  # size=None
@@ -37,7 +51,7 @@ class DaliInferLoader(PipelineLoader):
     def __init__(self, image_paths: Sequence[str | Path], size: int | None = 512,
                  augment: AugmentConfig = NO_AUGMENT, normalize: NormalizeConfig = NormalizeConfig(),
                  batch_size: int = 4, device: str = "cpu", num_threads: int = 2, prefetch: int = 2,
-                 channels: int = 1):
+                 channels: int = 1, matrices: Sequence | None = None):
         from .pipelines import infer_pipeline
 
         self.image_paths = [str(p) for p in image_paths]
@@ -50,9 +64,16 @@ class DaliInferLoader(PipelineLoader):
         self.batch_size, self.num_threads, self.prefetch = int(batch_size), num_threads, prefetch
         self.device = str(device)
         dali_device, device_id = resolve_device(device)
-        source = FileSource([self.image_paths], self.batch_size, shuffle=False)
+        params = None
+        if matrices is not None:
+            if self.size is None or len(matrices) != len(self.image_paths):
+                raise ValueError("matrices need a size and one [2, 3] matrix per image")
+            mats = [np.asarray(m, np.float32).reshape(2, 3) for m in matrices]
+            params = _Matrices(mats)
+        source = FileSource([self.image_paths], self.batch_size, shuffle=False, params=params)
         pipe = infer_pipeline(source, device=dali_device, size=self.size, aug=self.augment,
-                              norm=self.normalize, channels=channels, batch_size=self.batch_size,
+                              norm=self.normalize, channels=channels,
+                              with_matrix=matrices is not None, batch_size=self.batch_size,
                               num_threads=max(1, self.num_threads), device_id=device_id,
                               seed=0, prefetch_queue_depth=max(1, self.prefetch))
         self._start(pipe, source, device_id)

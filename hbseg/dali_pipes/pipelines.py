@@ -122,16 +122,26 @@ def cache_eval_pipeline(source, *, device: str = "gpu", size: int = 512,
 @pipeline_def
 def infer_pipeline(source, *, device: str = "cpu", size: int | None = 512,
                    aug: AugmentConfig = NO_AUGMENT, norm: NormalizeConfig = NormalizeConfig(),
-                   channels: int = 1):
+                   channels: int = 1, with_matrix: bool = False):
     """Unlabelled images of any size: ``source`` yields (image path,) batches. Outputs the
     normalised ``[B, C, size, size]`` image (``size=None``: each at its own size) and each
-    image's original ``[H, W]`` (int64)."""
-    (image_path,) = fn.external_source(source=source, num_outputs=1, batch=True, batch_info=True,
-                                       dtype=types.UINT8, ndim=1)
+    image's original ``[H, W]`` (int64). ``with_matrix``: the source yields (image path,
+    [2, 3] float32 matrix) and each image is warped by its own matrix (hand ROI crop and
+    handedness, :mod:`hbseg.dali_pipes.roi`) instead of the plain resize."""
+    if with_matrix:
+        image_path, given = fn.external_source(source=source, num_outputs=2, batch=True,
+                                               batch_info=True, dtype=[types.UINT8, types.FLOAT],
+                                               ndim=[1, 2])
+    else:
+        (image_path,) = fn.external_source(source=source, num_outputs=1, batch=True,
+                                           batch_info=True, dtype=types.UINT8, ndim=1)
     encoded = fn.io.file.read(image_path)
     shape = fn.peek_image_shape(encoded)
     image = _decode(encoded, device, _image_type(channels))
-    matrix = None if size is None else resize_matrix(fn.cast(shape[0:2], dtype=types.FLOAT), size)
+    if with_matrix:
+        matrix = given
+    else:
+        matrix = None if size is None else resize_matrix(fn.cast(shape[0:2], dtype=types.FLOAT), size)
     image, _ = eval_pair(image, None, matrix, size=size, aug=aug, norm=norm)
     return image, shape[0:2]
 

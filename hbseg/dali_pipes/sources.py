@@ -43,17 +43,23 @@ class AugmentParams:
     (:func:`draw_sample`) or the deterministic eval ones (:func:`eval_draw`)."""
 
     def __init__(self, aug: AugmentConfig, shapes_hw: np.ndarray, size: int | None,
-                 crop: int | None, train: bool, seed: int):
+                 crop: int | None, train: bool, seed: int, geometry=None):
         self.aug, self.size, self.crop, self.train, self.seed = aug, size, crop, train, seed
         self.shapes_hw = np.asarray(shapes_hw, dtype=np.float64).reshape(-1, 2)
         self._eval = eval_draw(aug)
+        self.geometry = geometry  # roi.SampleGeometry: hand ROI windows and flips, or None
 
     def __call__(self, epoch: int, idx: np.ndarray) -> list[list[np.ndarray]]:
         if self.train:
             draws = [draw_sample(self.aug, self.seed, epoch, int(i)) for i in idx]
         else:
             draws = [self._eval] * len(idx)
-        p = batch_params(draws, self.shapes_hw[idx], self.size, self.crop)
+        rois = None
+        g = self.geometry
+        if g is not None and g.active:
+            draws = [g.draw(d, int(i)) for d, i in zip(draws, idx, strict=True)]
+            rois = [g.roi(int(i)) for i in idx]
+        p = batch_params(draws, self.shapes_hw[idx], self.size, self.crop, rois)
         return [p[k] for k in PARAM_OUTPUTS]
 
 

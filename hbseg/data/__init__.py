@@ -1,4 +1,5 @@
-"""The hand-bone data set: classes, the competition layout, validation, mask cache, synthetic hands."""
+"""The hand-bone data set (classes, the competition layout, validation, mask cache, synthetic
+hands) and any other described data set (``DatasetSpec``, ``hbseg.data.formats``)."""
 
 from .annotations import read_polygons
 from .cache import build_cache, default_cache_dir, load_cache_index
@@ -7,6 +8,7 @@ from .images import read_gray_png
 from .layout import DEFAULT_EXCLUDE, NUM_FOLDS, assign_folds, resolve_split, scan_split
 from .masks import pack_masks, read_packed_png, unpack_masks, unpack_masks_torch, write_packed_png
 from .rasterize import rasterize
+from .spec import DatasetSpec, find_spec, load_spec
 
 __all__ = [
     "CLASSES", "CLASS_TO_INDEX", "NUM_CLASSES", "NUM_FOLDS", "DEFAULT_EXCLUDE",
@@ -14,4 +16,5 @@ __all__ = [
     "pack_masks", "unpack_masks", "unpack_masks_torch", "read_packed_png", "write_packed_png",
     "resolve_split", "scan_split", "assign_folds",
     "build_cache", "default_cache_dir", "load_cache_index",
+    "DatasetSpec", "load_spec", "find_spec",
 ]

@@ -75,8 +75,21 @@ def check(root: Path, split: str, fold_split: str, debug: bool) -> None:
     from tqdm.auto import tqdm
 
     from hbseg.data import read_gray_png, read_polygons, resolve_split, scan_split
+    from hbseg.data.spec import resolve_spec
     from hbseg.progress import bar_disabled
 
+    spec = resolve_spec(root)
+    if spec is not None:  # a described data set (ROOT/hbseg-dataset.yaml)
+        from hbseg.data.formats import read_image, read_masks, scan_dataset
+
+        df, sources = scan_dataset(spec, root)
+        for row, src in zip(df.itertuples(), sources, strict=True):
+            img = read_image(row.image_path, spec.channels)
+            read_masks(spec, src, img.shape[0], img.shape[1], row.image_name, row.json_path)
+        click.echo(f"{len(df)} images of {spec.name!r} ({spec.num_classes} classes, "
+                   f"{spec.format}) are valid; images per fold: "
+                   f"{df.groupby('fold').size().to_dict()}")
+        return
     df = scan_split(resolve_split(root, split), labelled=split == "train", exclude=())
     for row in tqdm(df.itertuples(), total=len(df), desc="checking", unit="img", disable=bar_disabled()):
         img = read_gray_png(row.image_path, verify=True)

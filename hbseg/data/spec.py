@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hbseg.errors import ConfigError
+from hbseg.errors import CheckpointError, ConfigError
 
 __all__ = ["DatasetSpec", "FORMATS", "SPEC_NAMES", "MAX_CLASSES", "load_spec", "find_spec",
            "resolve_spec", "cache_spec", "check_same_classes"]
@@ -201,7 +201,6 @@ def check_same_classes(have, want, path: str | Path | None, what: str = "checkpo
     have, want = tuple(have), tuple(want)
     if have == want:
         return
-    from hbseg.errors import CheckpointError
 
     def show(names: tuple) -> str:
         return ", ".join(names[:6]) + (f", … ({len(names)} in all)" if len(names) > 6 else "")

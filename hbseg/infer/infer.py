@@ -228,7 +228,7 @@ def run_inference(cfg: InferConfig) -> dict:
                 if tuple(orig_hw) != (row.height, row.width):
                     raise DataError(f"decoded as {orig_hw[1]}x{orig_hw[0]}, but its header says "
                                     f"{row.width}x{row.height}", row.image_path)
-                probs = predictor.predict_probs(inputs, orig_hw)
+                probs = predictor.predict_probs(inputs, orig_hw, row.image_path)
                 masks = predictor.postprocess(probs)
                 runs = mask_runs(masks)
                 if pending is not None:

@@ -24,6 +24,7 @@ from .postprocess import postprocess, resolve_min_sizes, resolve_thresholds
 from .preprocess import PreprocessSpec, renormalize
 from .sliding import pad_image, sliding_window
 from .tta import resize, tta_predict
+from .unwarp import unwarp
 
 __all__ = ["Predictor", "resolve_device", "Member"]
 
@@ -127,6 +128,9 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.amp = self.device.type == "cuda" if amp is None else bool(amp)
         self.members = _load_members(checkpoints, weights, self.device)
+        if window is not None and any(m.spec.geometric for m in self.members):
+            raise ConfigError("--window: a model trained with --roi-crop or --canonical-hand "
+                              "predicts its whole hand window at its size; leave out --window")
         self.class_names = tuple(self.members[0].card.class_names)
         self.thresholds = resolve_thresholds(thresholds, self.class_names)
         self.min_sizes = resolve_min_sizes(min_size, self.class_names)
@@ -175,8 +179,25 @@ class Predictor:
             logits = m.model(x)
         return torch.sigmoid(logits.float())[..., :h, :w]
 
-    def _member_probs(self, m: Member, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    def _member_probs(self, m: Member, x: torch.Tensor, out_hw: tuple[int, int],
+                      path=None) -> torch.Tensor:
         height, width = out_hw
+        if m.spec.geometric:
+            # x is the hand window at the model's size; predict there, then map back
+            if path is None:
+                raise ConfigError(f"{m.name} crops to the hand ROI or mirrors hands; pass the "
+                                  "image's path (predict_probs(..., path=...))")
+            side = m.card.size
+            if tuple(x.shape[-2:]) != (side, side):
+                raise ValueError(f"{m.name} takes the hand window at {side}x{side} "
+                                 f"(open_loader gives it), got {tuple(x.shape[-2:])}")
+
+            def in_frame(v: torch.Tensor, s: float) -> torch.Tensor:
+                n = max(1, round(side * s))
+                return self._forward(m, resize(v, (n, n)))
+
+            p = tta_predict(in_frame, x, (side, side), self.scales, self.tta_hflip)[0]
+            return unwarp(p, m.spec.matrix(path), out_hw)
         if self.window is None:
             def at_scale(v: torch.Tensor, s: float) -> torch.Tensor:
                 side = max(1, round(m.card.size * s))
@@ -221,13 +242,16 @@ class Predictor:
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
-    def predict_probs(self, images, orig_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def predict_probs(self, images, orig_hw: tuple[int, int] | None = None,
+                      path: str | Path | None = None) -> torch.Tensor:
         """Preprocessed image(s) → [K, H, W] float32 probabilities on the device.
 
         ``images``: a [1, 1, h, w] tensor normalised as ``predictor.specs[0]`` says (CLAHE,
         mean, std; full resolution, or the models' input size for plain prediction), or
         ``{spec: tensor}`` when the models' CLAHE settings differ. ``orig_hw``: the output
-        size, by default the input's own.
+        size, by default the input's own. ``path``: the image file, needed by models whose
+        card crops to the hand or mirrors hands (their input is the image warped by
+        ``spec.matrix(path)``, as ``open_loader`` gives it; predictions are mapped back).
         """
         inputs = self._inputs(images)
         if orig_hw is None:
@@ -236,7 +260,7 @@ class Predictor:
         acc = None
         for m in self.members:
             x, spec = inputs[m.spec.decode_key]
-            p = self._member_probs(m, renormalize(x, spec, m.spec), orig_hw)
+            p = self._member_probs(m, renormalize(x, spec, m.spec), orig_hw, path)
             if acc is None:
                 acc = p * m.weight if len(self.members) > 1 else p
             else:
@@ -247,6 +271,7 @@ class Predictor:
         """[K, H, W] probabilities → bool masks (thresholds, then small-object removal)."""
         return postprocess(probs, self.thresholds, self.min_sizes)
 
-    def predict_masks(self, images, orig_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def predict_masks(self, images, orig_hw: tuple[int, int] | None = None,
+                      path: str | Path | None = None) -> torch.Tensor:
         """Like ``predict_probs``, then ``postprocess``: [K, H, W] bool on the device."""
-        return self.postprocess(self.predict_probs(images, orig_hw))
+        return self.postprocess(self.predict_probs(images, orig_hw, path))

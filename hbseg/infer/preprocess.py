@@ -44,6 +44,23 @@ class PreprocessSpec:
     mean: float | tuple[float, ...] = 0.485  # one value, or one per channel
     std: float | tuple[float, ...] = 0.229
     channels: int = 1  # 1 grey, 3 RGB
+    # hand ROI crop and handedness (hbseg.dali_pipes.roi): the loader then warps each image
+    # by its own matrix onto ``size``² and the predictor maps predictions back
+    roi_margin: float | None = None
+    canonical_hand: str | None = None
+    size: int | None = None  # the model's input side, set when the geometry is on
+
+    @property
+    def geometric(self) -> bool:
+        return self.roi_margin is not None or self.canonical_hand is not None
+
+    def matrix(self, path: str | Path):
+        """The image's forward matrix onto ``size``² (DALI convention), or None when off."""
+        if not self.geometric:
+            return None
+        from hbseg.dali_pipes.roi import infer_matrix
+
+        return infer_matrix(str(path), int(self.size), self.roi_margin, self.canonical_hand)
 
     @property
     def black(self) -> float | tuple[float, ...]:
@@ -75,6 +92,7 @@ class PreprocessSpec:
             mean=stat(n.get("mean", 0.485)),
             std=stat(n.get("std", 0.229)),
             channels=int(getattr(card, "in_channels", 1)),
+            **_geometry(card),
         )
 
     @property
@@ -82,6 +100,8 @@ class PreprocessSpec:
         """Models with the same key share one decoding pass (normalisation is converted
         on the device by ``renormalize``)."""
         key = (self.clahe, self.clip_limit, self.tile_grid) if self.clahe else (False,)
+        if self.geometric:
+            key = (*key, "roi", self.roi_margin, self.canonical_hand, self.size)
         return key if self.channels == 1 else (*key, self.channels)
 
     def to_dict(self) -> dict:
@@ -89,7 +109,18 @@ class PreprocessSpec:
              "tile_grid": list(self.tile_grid), "mean": self.mean, "std": self.std}
         if self.channels != 1:
             d.update(mean=list(self.mean), std=list(self.std), channels=self.channels)
+        if self.geometric:
+            d.update(roi_margin=self.roi_margin, canonical_hand=self.canonical_hand, size=self.size)
         return d
+
+
+def _geometry(card) -> dict:
+    """The card's hand ROI and handedness settings (absent from older cards: off)."""
+    margin, hand = getattr(card, "roi_margin", None), getattr(card, "canonical_hand", None)
+    if margin is None and hand is None:
+        return {}
+    return {"roi_margin": None if margin is None else float(margin), "canonical_hand": hand,
+            "size": int(card.size)}
 
 
 def apply_clahe(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -124,6 +155,7 @@ def renormalize(x: torch.Tensor, src: PreprocessSpec, dst: PreprocessSpec) -> to
 
 class Cv2Loader:
     """Full-resolution (or ``size``-square) preprocessed images from PNG files, via OpenCV.
+    A spec with the hand geometry on gives each image warped by its own matrix instead.
 
     Decoding and CLAHE run in ``threads`` threads (OpenCV releases the GIL), a bounded
     number of images ahead; the uint8 image crosses to the device and is normalised there.
@@ -145,7 +177,16 @@ class Cv2Loader:
         img = read_image(path, self.spec.channels)
         hw = img.shape[:2]
         img = apply_clahe(img, self.spec)
-        if self.size is not None:
+        if self.spec.geometric:  # CLAHE first, then the one warp, as in training
+            import cv2
+
+            from hbseg.dali_pipes.draw import to_opencv_matrix
+
+            s = int(self.spec.size)
+            img = cv2.warpAffine(img, to_opencv_matrix(self.spec.matrix(path)), dsize=(s, s),
+                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                 borderValue=0)
+        elif self.size is not None:
             import cv2
 
             img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
@@ -217,9 +258,12 @@ class _DaliAdapter:
                           clahe_clip_limit=spec.clip_limit, clahe_tile_grid=tuple(spec.tile_grid))
         normalize = NormalizeConfig(mean=spec.mean, std=spec.std)
         self.channels = spec.channels
-        self._loader = DaliInferLoader([str(p) for p in image_paths], size, augment, normalize,
-                                       batch_size, str(device), num_threads=max(1, threads),
-                                       channels=spec.channels)
+        paths = [str(p) for p in image_paths]
+        matrices = [spec.matrix(p) for p in paths] if spec.geometric else None
+        self._loader = DaliInferLoader(paths, spec.size if spec.geometric else size, augment,
+                                       normalize, batch_size, str(device),
+                                       num_threads=max(1, threads), channels=spec.channels,
+                                       matrices=matrices)
         self.batch_size = batch_size
 
     def __len__(self) -> int:
@@ -238,8 +282,11 @@ def open_loader(image_paths: Sequence[str | Path], spec: PreprocessSpec, *, batc
     """The loader for one preprocessing spec. ``size=None`` asks for full resolution.
 
     ``auto`` picks DALI when it is installed and can produce the requested size, else
-    OpenCV; naming ``dali`` where it cannot is an error.
+    OpenCV; naming ``dali`` where it cannot is an error. A spec with the hand geometry on
+    (``spec.geometric``) always gives each image's hand window at the model's size.
     """
+    if spec.geometric:
+        size = spec.size
     if backend not in BACKENDS:
         raise ConfigError(f"unknown image loader {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend in ("auto", "dali"):

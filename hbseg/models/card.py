@@ -21,6 +21,11 @@ class ModelCard:
     size: int = 512  # training output side
     crop: int | None = None  # training crop window on the original image, if any
     model_kwargs: dict = field(default_factory=dict)
+    # the data set description it was trained on (hbseg.data.spec); None: the hands
+    dataset: dict | None = None
+    # hand ROI crop margin and canonical hand (hbseg.dali_pipes.roi); inference applies them
+    roi_margin: float | None = None
+    canonical_hand: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)

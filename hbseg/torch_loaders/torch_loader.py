@@ -243,16 +243,17 @@ def clahe_rgb(image: np.ndarray, clahe) -> np.ndarray:
 
 
 def apply_draw(image: np.ndarray, packed: np.ndarray | None, d: SampleDraw, aug: AugmentConfig,
-               norm: NormalizeConfig, size: int, crop: int | None):
+               norm: NormalizeConfig, size: int, crop: int | None, roi=None):
     """One sample through the graph's steps, with OpenCV: CLAHE → warp by ``d``'s matrix
     (linear image, nearest packed mask, 0 outside) → brightness/contrast → normalise.
-    ``image``: [H, W] grey or [H, W, 3] RGB uint8. Returns ``(float32 [H, W] or [H, W, 3]
-    normalised image, packed mask or None)``."""
+    ``image``: [H, W] grey or [H, W, 3] RGB uint8; ``roi``: the hand's window (see
+    ``sample_matrix``). Returns ``(float32 [H, W] or [H, W, 3] normalised image, packed
+    mask or None)``."""
     if d.clahe:
         tx, ty = aug.clahe_tile_grid
         clahe = cv2.createCLAHE(clipLimit=aug.clahe_clip_limit, tileGridSize=(tx, ty))
         image = clahe.apply(image) if image.ndim == 2 else clahe_rgb(image, clahe)
-    mt = sample_matrix(d, image.shape[:2], size, crop)
+    mt = sample_matrix(d, image.shape[:2], size, crop, roi)
     image = cv2.warpAffine(image, to_opencv_matrix(mt), dsize=(size, size), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if packed is not None:
@@ -277,6 +278,9 @@ class TorchDataset(Dataset):
         self.full_res = cfg.full_res_mask
         self.half = cfg.normalize.dtype == "float16"
         self._eval = eval_draw(cfg.augment)
+        from hbseg.dali_pipes.roi import loader_geometry
+
+        self.geometry = loader_geometry(cfg, index)  # hand ROI windows and flips, if on
 
     def __len__(self) -> int:
         return len(self.images)
@@ -295,9 +299,10 @@ class TorchDataset(Dataset):
                                  self.masks[i])
         c = self.cfg
         train = self.mode == "train"
-        d = draw_sample(c.augment, c.seed, epoch, i) if train else self._eval
+        d = self.geometry.draw(draw_sample(c.augment, c.seed, epoch, i) if train else self._eval, i)
         image, warped = apply_draw(image, None if self.full_res else packed, d, c.augment,
-                                   c.normalize, c.size, c.crop if train else None)
+                                   c.normalize, c.size, c.crop if train else None,
+                                   self.geometry.roi(i))
         mask = packed if self.full_res else warped
         img = torch.from_numpy(np.ascontiguousarray(image))
         img = img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1).contiguous()

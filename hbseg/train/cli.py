@@ -77,6 +77,16 @@ LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
               show_default=True,
               help="Appearances per epoch of each pseudo-labelled image, relative to a "
                    "labelled one (fractions: a seeded share of the images is used).")
+@click.option("--roi-crop", type=click.FloatRange(min=0, max=10, max_open=True), default=None,
+              metavar="MARGIN",
+              help="Crop each image to the hand: the labels' bounding box (training), the "
+                   "bright pixels' box (inference), widened by MARGIN of its side (e.g. 0.05) "
+                   "and squared, then resized to --size; saved in the model card. "
+                   "[default: off]")
+@click.option("--canonical-hand", type=click.Choice(("right", "left")), default=None,
+              help="Mirror images of the other hand (file names ending _L.png/_R.png) so the "
+                   "model sees one side; inference mirrors them and flips predictions back. "
+                   "[default: off]")
 @click.option("--tensorboard/--no-tensorboard", default=True, show_default=True,
               help="Write TensorBoard event files to RUN_DIR/tb (offline; wandb sync "
                    "--sync-tensorboard RUN_DIR/tb uploads them).")

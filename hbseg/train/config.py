@@ -52,6 +52,8 @@ class TrainConfig:
     pseudo_data: str | None = None  # the folder holding those images (ROOT/test)
     pseudo_weight: float = 1.0  # a pseudo image's expected appearances per epoch
     tensorboard: bool = True  # TensorBoard event files in RUN_DIR/tb
+    roi_crop: float | None = None  # hand ROI crop margin (label box in training); None: off
+    canonical_hand: str | None = None  # "right"/"left": mirror the other side's images
     amp: str = "auto"
     val_every: int = 1
     val_full_res: bool = False
@@ -115,6 +117,18 @@ class TrainConfig:
         if self.pseudo is not None and self.loader == "baseline":
             bad("--loader baseline rasterises JSON polygons and cannot read pseudo-label "
                 "masks; use --loader torch or dali")
+        if self.roi_crop is not None or self.canonical_hand is not None:
+            from hbseg.dali_pipes.roi import check_geometry
+
+            check_geometry(self.roi_crop, self.canonical_hand)
+            if self.roi_crop is not None and self.crop is not None:
+                bad("--roi-crop and --crop exclude each other (both choose the window)")
+            if self.loader == "baseline":
+                bad("--loader baseline is the competition's own pipeline; --roi-crop and "
+                    "--canonical-hand need --loader dali, dali-cache or torch")
+            if self.val_full_res:
+                bad("--val-full-res scores at the original frame; with --roi-crop or "
+                    "--canonical-hand validation is scored in the model's frame (leave it out)")
         from .losses import get_loss
 
         get_loss(self.loss)  # unknown → ConfigError listing the valid ones
@@ -139,6 +153,7 @@ class TrainConfig:
                 size=self.size, crop=self.crop, batch_size=self.batch_size,
                 num_threads=self.workers_for(num_shards), seed=self.seed, shard_id=shard_id,
                 num_shards=num_shards, augment=self.augment, normalize=self.normalize,
+                roi_margin=self.roi_crop, canonical_hand=self.canonical_hand,
             )
         if mode == "eval":
             # CLAHE is part of the input's definition and stays; nothing random does
@@ -147,7 +162,8 @@ class TrainConfig:
                 size=self.size, crop=None, batch_size=self.val_batch_size or self.batch_size,
                 num_threads=self.workers_for(num_shards), seed=self.seed, shard_id=shard_id,
                 num_shards=num_shards, full_res_mask=self.val_full_res, augment=augment,
-                normalize=self.normalize,
+                normalize=self.normalize, roi_margin=self.roi_crop,
+                canonical_hand=self.canonical_hand,
             )
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
 

@@ -126,7 +126,7 @@ def dataset_spec(cfg: TrainConfig):
 
     if cfg.spec is None and cfg.cache and (Path(cfg.cache) / "meta.json").is_file():
         return cache_spec(cfg.cache)
-    return resolve_spec(cfg.data, cfg.spec) if Path(cfg.data).is_dir() or cfg.spec else None
+    return resolve_spec(cfg.data, cfg.spec)
 
 
 def model_card(cfg: TrainConfig, spec=None) -> ModelCard:
@@ -137,9 +137,10 @@ def model_card(cfg: TrainConfig, spec=None) -> ModelCard:
     return ModelCard(
         arch=cfg.arch, encoder=cfg.encoder, in_channels=channels, classes=len(names),
         class_names=names, normalize={"mean": _plain(n.mean), "std": _plain(n.std)},
+        dataset=None if spec is None else spec.to_dict(),
         clahe={"p": a.clahe_p, "clip_limit": a.clahe_clip_limit,
                "tile_grid": list(a.clahe_tile_grid)},
-        size=cfg.size, crop=cfg.crop,
+        size=cfg.size, crop=cfg.crop, roi_margin=cfg.roi_crop, canonical_hand=cfg.canonical_hand,
     )
 
 
@@ -228,6 +229,9 @@ class _Run:
         if self.spec is not None and cfg.loader == "baseline":
             raise ConfigError("--loader baseline reads the hands' JSON only; use --loader dali or "
                               "torch for this data set")
+        if self.spec is not None and cfg.pseudo is not None:
+            raise ConfigError("--pseudo reads test images in the hands' layout (test/DCM/ID*/) "
+                              f"only, not data set {self.spec.name!r}")
         self.class_names = CLASSES if self.spec is None else self.spec.classes
         check_against_index(cfg, index)
         from hbseg.data.split import apply_split

@@ -149,7 +149,7 @@ def predict_oof(cfg: OofConfig, echo: Callable[[str], None] = print) -> dict:
                 if tuple(hw) != (row.height, row.width):
                     raise DataError(f"decoded as {hw[1]}x{hw[0]}, but the cache says "
                                     f"{row.width}x{row.height}", row.image_path)
-                q = quantize(predictor.predict_probs(image, hw))
+                q = quantize(predictor.predict_probs(image, hw, row.image_path))
                 dest = out / row.file
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(dest) as tmp, open(tmp, "wb") as f:

@@ -77,22 +77,32 @@ def read_coco(path: str | Path, classes: tuple[str, ...]) -> dict[str, list[tupl
 def coco_masks(anns: list[tuple[int, object]], height: int, width: int, num_classes: int,
                path: str | Path | None = None, image: str = "") -> np.ndarray:
     """One image's ``[(class, segmentation), …]`` → [C, H, W] uint8 0/1."""
+    import warnings
+
     from pycocotools import mask as mask_utils
 
     masks = np.zeros((num_classes, height, width), np.uint8)
-    for c, seg in anns:
-        if isinstance(seg, dict):
-            h, w = (int(v) for v in seg["size"])
-            if (h, w) != (height, width):
-                raise DataError(f"image {image!r}: RLE size {h}x{w} (h x w) but the image is "
-                                f"{height}x{width}", path)
-            rle = seg
-            if isinstance(seg["counts"], list):
-                rle = mask_utils.frPyObjects(seg, h, w)
-            elif isinstance(seg["counts"], str):
-                rle = {"size": [h, w], "counts": seg["counts"].encode("ascii")}
-            m = mask_utils.decode(rle)
-        else:
-            m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, height, width)))
-        masks[c] |= m.astype(np.uint8).reshape(height, width)
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x calls np.array(copy=False) on its RLE objects: a numpy 2
+        # DeprecationWarning per decode, about pycocotools itself
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for c, seg in anns:
+            masks[c] |= _decode(mask_utils, seg, height, width, path, image)
     return masks
+
+
+def _decode(mask_utils, seg, height: int, width: int, path, image: str) -> np.ndarray:
+    """One segmentation (polygons, or RLE with ``counts`` a list or a string) → [H, W] 0/1."""
+    if not isinstance(seg, dict):
+        m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, height, width)))
+        return m.astype(np.uint8).reshape(height, width)
+    h, w = (int(v) for v in seg["size"])
+    if (h, w) != (height, width):
+        raise DataError(f"image {image!r}: RLE size {h}x{w} (h x w) but the image is "
+                        f"{height}x{width}", path)
+    rle = seg
+    if isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(seg, h, w)
+    elif isinstance(seg["counts"], str):
+        rle = {"size": [h, w], "counts": seg["counts"].encode("ascii")}
+    return mask_utils.decode(rle).astype(np.uint8).reshape(height, width)
