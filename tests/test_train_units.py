@@ -184,7 +184,8 @@ def test_loader_configs_follow_the_run():
 def test_resume_config_allows_only_harmless_changes():
     saved = _cfg(epochs=3, stop_after=2, lr=1e-3)
     out = resume_config(saved, {"epochs": 5, "workers": 0, "out": "elsewhere"})
-    assert out.epochs == 5 and out.workers == 0 and out.stop_after is None and out.out == "run"
+    assert out.epochs == 5 and out.workers == 0 and out.stop_after is None
+    assert out.out == "elsewhere"  # the folder being resumed, where it is now (moved, copied)
     assert resume_config(saved, {"lr": 1e-3}).lr == 1e-3  # same value: fine
     with pytest.raises(ConfigError, match=r"--lr \(run has 0.001, given 0.01\)"):
         resume_config(saved, {"lr": 1e-2, "epochs": 4})

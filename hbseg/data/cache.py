@@ -21,15 +21,13 @@ import shutil
 import signal
 import sys
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from hbseg.atomic import atomic_dir, remove_leftovers
 from hbseg.errors import DataError
-from hbseg.progress import bar_disabled
+from hbseg.progress import map_with_progress
 
 from .annotations import read_polygons
 from .classes import CLASSES
@@ -162,18 +160,21 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _build_locked(df, data_root, cache_dir, exclude, workers, verify_images, force, progress) -> dict:
-    old = None if force else _old_index(cache_dir)
-    reusable: set[str] = set()
-    if old is not None:
-        old_stamps = dict(zip(old["image_path"], old["source_stamp"], strict=True))
-        reusable = {p for p, s, m in zip(df["image_path"], df["source_stamp"], df["mask_path"], strict=True)
-                    if old_stamps.get(p) == s and (cache_dir / m).is_file()}
-        same_rows = set(old["image_path"]) == set(df["image_path"]) and len(reusable) == len(df)
-        if same_rows and list(old.columns) == list(df.columns):
-            remove_leftovers(cache_dir)  # of a killed build; safe, as we hold the lock
-            return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": 0, "up_to_date": True}
+def reusable_rows(df: pd.DataFrame, cache_dir: Path, old: pd.DataFrame | None) -> set[str]:
+    """Image paths whose sources are unchanged since their mask was drawn (same size and
+    mtime stamps) and whose mask is still there."""
+    if old is None:
+        return set()
+    old_stamps = dict(zip(old["image_path"], old["source_stamp"], strict=True))
+    return {p for p, s, m in zip(df["image_path"], df["source_stamp"], df["mask_path"], strict=True)
+            if old_stamps.get(p) == s and (cache_dir / m).is_file()}
 
+
+def write_cache(df: pd.DataFrame, cache_dir: Path, reusable: set[str], make_jobs, rasterise,
+                meta: dict, workers: int | None, progress: bool) -> int:
+    """The cache rebuilt atomically beside the old one: reusable masks hard-linked (or
+    copied), the others drawn by ``rasterise`` over ``make_jobs(todo_rows, tmp_dir)`` in a
+    process pool, then the index and ``meta``. Returns the number of masks drawn."""
     todo = df[~df["image_path"].isin(reusable)]
     with atomic_dir(cache_dir) as tmp:
         for p in df[df["image_path"].isin(reusable)]["mask_path"]:
@@ -182,31 +183,31 @@ def _build_locked(df, data_root, cache_dir, exclude, workers, verify_images, for
                 os.link(cache_dir / p, tmp / p)
             except OSError:
                 shutil.copy2(cache_dir / p, tmp / p)
-        jobs = [
-            (str(data_root / i), str(data_root / j), str(tmp / m), verify_images)
-            for i, j, m in zip(todo["image_path"], todo["json_path"], todo["mask_path"], strict=True)
-        ]
-        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-        bar = tqdm(total=len(jobs), desc="rasterising masks", unit="img", disable=bar_disabled(progress))
-        if workers == 1:
-            for job in jobs:
-                _rasterise_one(job)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers, initializer=_worker_init) as pool:
-                for _ in pool.map(_rasterise_one, jobs, chunksize=4):
-                    bar.update()
-        bar.close()
+        jobs = make_jobs(todo, tmp)
+        map_with_progress(rasterise, jobs, workers=workers, desc="rasterising masks",
+                          progress=progress, chunksize=4, initializer=_worker_init)
         df.to_csv(tmp / INDEX_NAME, index=False)
-        meta = {
-            "version": CACHE_VERSION,
-            "data_root": os.path.relpath(data_root, cache_dir.parent),
-            "classes": list(CLASSES),
-            "exclude": list(exclude),
-            "images": len(df),
-        }
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
-    return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": len(jobs), "up_to_date": False}
+        (tmp / META_NAME).write_text(json.dumps({"version": CACHE_VERSION, **meta}, indent=2))
+    return len(jobs)
+
+
+def _build_locked(df, data_root, cache_dir, exclude, workers, verify_images, force, progress) -> dict:
+    old = None if force else _old_index(cache_dir)
+    reusable = reusable_rows(df, cache_dir, old)
+    if old is not None:
+        same_rows = set(old["image_path"]) == set(df["image_path"]) and len(reusable) == len(df)
+        if same_rows and list(old.columns) == list(df.columns):
+            remove_leftovers(cache_dir)  # of a killed build; safe, as we hold the lock
+            return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": 0, "up_to_date": True}
+
+    def make_jobs(todo, tmp):
+        return [(str(data_root / i), str(data_root / j), str(tmp / m), verify_images)
+                for i, j, m in zip(todo["image_path"], todo["json_path"], todo["mask_path"], strict=True)]
+
+    meta = {"data_root": os.path.relpath(data_root, cache_dir.parent), "classes": list(CLASSES),
+            "exclude": list(exclude), "images": len(df)}
+    drawn = write_cache(df, cache_dir, reusable, make_jobs, _rasterise_one, meta, workers, progress)
+    return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": drawn, "up_to_date": False}
 
 
 def load_cache_index(cache_dir: str | Path, check_sources: bool = True) -> pd.DataFrame:

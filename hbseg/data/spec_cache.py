@@ -8,19 +8,13 @@ number of planes to unpack (``len(classes)``) and the image channels differ.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from hbseg.atomic import remove_leftovers
 
-from hbseg.atomic import atomic_dir
-from hbseg.progress import bar_disabled
-
-from .cache import CACHE_VERSION, INDEX_NAME, META_NAME, _build_lock, _old_index, _stamp
+from .cache import _build_lock, _old_index, _stamp, reusable_rows, write_cache
 from .masks import pack_masks, write_packed_png
 from .spec import DatasetSpec, cache_spec
 
@@ -86,45 +80,19 @@ def build_spec_cache(
 def _build(df, sources, spec, data_root, cache_dir, exclude, workers, verify_images, force,
            progress) -> dict:
     old = None if force or cache_spec(cache_dir) != spec else _old_index(cache_dir)
-    reusable: set[str] = set()
-    if old is not None:
-        old_stamps = dict(zip(old["image_path"], old["source_stamp"], strict=True))
-        reusable = {p for p, s in zip(df["image_path"], df["source_stamp"], strict=True) if old_stamps.get(p) == s}
-        if set(old["image_path"]) == set(df["image_path"]) and len(reusable) == len(df):
-            return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": 0, "up_to_date": True}
-
-    todo = df[~df["image_path"].isin(reusable)]
+    reusable = reusable_rows(df, cache_dir, old)
+    if old is not None and set(old["image_path"]) == set(df["image_path"]) and len(reusable) == len(df):
+        remove_leftovers(cache_dir)  # of a killed build; safe, as we hold the lock
+        return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": 0, "up_to_date": True}
     spec_dict = spec.to_dict()
-    with atomic_dir(cache_dir) as tmp:
-        for p in df[df["image_path"].isin(reusable)]["mask_path"]:
-            (tmp / p).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(cache_dir / p, tmp / p)
-            except OSError:
-                shutil.copy2(cache_dir / p, tmp / p)
-        jobs = [(spec_dict, str(data_root / r.image_path), sources[k],
+
+    def make_jobs(todo, tmp):
+        return [(spec_dict, str(data_root / r.image_path), sources[k],
                  str(data_root / r.json_path) if r.json_path else "",
                  str(tmp / r.mask_path), int(r.height), int(r.width), verify_images)
                 for k, r in zip(todo.index, todo.itertuples(index=False), strict=True)]
-        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-        bar = tqdm(total=len(jobs), desc="rasterising masks", unit="img", disable=bar_disabled(progress))
-        if workers == 1:
-            for job in jobs:
-                _rasterise_one(job)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for _ in pool.map(_rasterise_one, jobs, chunksize=4):
-                    bar.update()
-        bar.close()
-        df.to_csv(tmp / INDEX_NAME, index=False)
-        meta = {
-            "version": CACHE_VERSION,
-            "data_root": os.path.relpath(data_root, cache_dir.parent),
-            "classes": list(spec.classes),
-            "exclude": list(exclude),
-            "images": len(df),
-            "dataset": spec_dict,
-        }
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
-    return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": len(jobs), "up_to_date": False}
+
+    meta = {"data_root": os.path.relpath(data_root, cache_dir.parent), "classes": list(spec.classes),
+            "exclude": list(exclude), "images": len(df), "dataset": spec_dict}
+    drawn = write_cache(df, cache_dir, reusable, make_jobs, _rasterise_one, meta, workers, progress)
+    return {"cache_dir": str(cache_dir), "images": len(df), "rasterised": drawn, "up_to_date": False}

@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ import numpy as np
 from hbseg.atomic import atomic_write_text
 from hbseg.data.layout import resolve_split, scan_split
 from hbseg.errors import DataError
-from hbseg.progress import bar_disabled
+from hbseg.progress import map_with_progress
 
 from .config import EvalConfig
 from .csv_io import Submission, read_submission
@@ -99,7 +97,6 @@ def _check_coverage(sub: Submission, df_all, df) -> None:
 def evaluate(cfg: EvalConfig) -> dict:
     """Score ``cfg.pred`` on the labelled images of ``cfg.data`` (optionally some IDs or a
     fold); returns mean, per-class and per-image Dice."""
-    from tqdm.auto import tqdm
 
     df_all, names = _described(cfg.data)
     if df_all is None:
@@ -113,20 +110,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                          {r.image_name: sub.lines[r.image_name]})
         extra = () if names is None else (r.mask_path,)
         jobs.append((one, r.image_name, int(r.height), int(r.width), r.json_path, *extra))
-    workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc="scoring", unit="img", disable=bar_disabled(cfg.progress))
-    scores = []
-    if workers == 1:
-        for job in jobs:
-            scores.append(_score_one(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for s in pool.map(_score_one, jobs, chunksize=2):
-                scores.append(s)
-                bar.update()
-    bar.close()
-    scores = np.stack(scores)  # [N, C]
+    scores = np.stack(map_with_progress(_score_one, jobs, workers=cfg.workers, desc="scoring",
+                                        progress=cfg.progress, chunksize=2))  # [N, C]
     per_class = scores.mean(0)
     return {
         "pred": str(cfg.pred),

@@ -72,9 +72,8 @@ def quantize(probs) -> np.ndarray:
 def _oof_rows(cfg: OofConfig) -> tuple[pd.DataFrame, dict[int, Path]]:
     """The validation rows of every fold to predict, and each fold's checkpoint."""
     from hbseg.data import default_cache_dir, load_cache_index
-    from hbseg.train.kfold import list_fold_dirs, load_kfold_config
-
     from hbseg.data.split import apply_split
+    from hbseg.train.kfold import list_fold_dirs, load_kfold_config
 
     base = load_kfold_config(cfg.kfold_dir)
     index = load_cache_index(Path(base.cache) if base.cache else default_cache_dir(base.data))
