@@ -11,7 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "check_writable_dir", "remove_leftovers"]
+__all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "atomic_savefig", "check_writable_dir",
+           "remove_leftovers"]
 
 
 @contextlib.contextmanager
@@ -111,6 +112,17 @@ def _write_error(e: Exception, where: Path, what: str):
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def atomic_savefig(fig, path: str | Path, title: str | None = None, **savefig_kwargs) -> Path:
+    """Lay out a matplotlib figure (under ``title``, if any) and write it as a PNG, atomically."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **savefig_kwargs)
+    return path
 
 
 def check_writable_dir(folder: str | Path) -> Path:

@@ -221,7 +221,7 @@ def plot_loader_alone(figures: dict, path: str | Path, title: str = "") -> Path 
     """Two bar charts, loader alone: images/s (higher is better) and CPU seconds per image
     (lower is better). The short benchmark's training epochs are left out: a few batches
     on a shared CPU time the model, not the loader. None when no loader succeeded."""
-    from hbseg.atomic import atomic_path
+    from hbseg.atomic import atomic_savefig
 
     ok = {k: v for k, v in figures["loaders"].items() if "error" not in v}
     if not ok:
@@ -244,14 +244,9 @@ def plot_loader_alone(figures: dict, path: str | Path, title: str = "") -> Path 
         ax.set_title(label, fontsize=9)
         ax.margins(y=0.15)
         ax.spines[["top", "right"]].set_visible(False)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    atomic_savefig(fig, path, title)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def summary_block(s: dict) -> str:

@@ -220,6 +220,20 @@ def thresholds_unknown_class(root, tmp, ckpt):
     return Case(_infer(ckpt, root, out, "--thresholds", str(thr)), "unknown class 'Femur'", thr, [out])
 
 
+def description_invalid_yaml(root, tmp, ckpt):
+    desc = root / "hbseg-dataset.yaml"
+    desc.write_text("name: spine\nclasses: [L1, L2\nformat: index-png\n")
+    return _cache_case(root, "invalid YAML at line 3", desc)
+
+
+def class_weights_wrong_length(root, tmp, ckpt):
+    weights = tmp / "weights.json"
+    weights.write_text(json.dumps({"Radius": [1.0]}))
+    out = tmp / "sub.csv"
+    argv = _infer(ckpt, root, out, "--checkpoint", str(ckpt), "--class-weights", str(weights))
+    return Case(argv, "expected 2 numbers >= 0", weights, [out])
+
+
 def output_read_only(root, tmp, ckpt):
     ro = tmp / "ro"
     ro.mkdir()
@@ -237,7 +251,8 @@ CATALOGUE = [
     image_without_json, json_without_image, empty_data_folder, train_empty_data_folder,
     checkpoint_other_arch, checkpoint_truncated, checkpoint_foreign,
     csv_wrong_header, csv_unknown_class, csv_rle_past_end, csv_missing_rows, csv_odd_values,
-    thresholds_unknown_class, output_read_only,
+    thresholds_unknown_class, description_invalid_yaml, class_weights_wrong_length,
+    output_read_only,
 ]
 
 

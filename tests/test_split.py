@@ -99,3 +99,19 @@ def test_cli_counts_the_chosen_folds(tmp_path, monkeypatch, capsys):
     assert "images per fold: {0: 2, 1: 2, 2: 2, 3: 2, 4: 2}" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="unknown --split"):
         TrainConfig(out="r", data="d", split="kfold")
+
+
+def test_described_data_sets_split_by_their_own_groups(tmp_path):
+    """A described data set has no train/DCM: its index's groups are dealt directly, with
+    the same GroupKFold, and a group never spans two folds."""
+    import pandas as pd
+
+    from hbseg.data.split import apply_split, group_kfold
+
+    ids = [f"G{g:02d}" for g in range(7) for _ in range(g % 3 + 1)]
+    index = pd.DataFrame({"id": ids, "image_name": [f"{i}-{k}.png" for k, i in enumerate(ids)],
+                          "fold": 0})
+    out = apply_split(index, "groupkfold", tmp_path, described=True)  # tmp_path: no DCM here
+    assert list(out["fold"]) == list(group_kfold(ids))
+    assert out.groupby("id")["fold"].nunique().max() == 1 and out["fold"].nunique() == 5
+    assert list(index["fold"]) == [0] * len(ids)  # the input is left alone

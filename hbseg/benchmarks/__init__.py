@@ -8,7 +8,7 @@ use.
 
 from __future__ import annotations
 
-import importlib
+from hbseg.lazy import lazy_exports
 
 __all__ = ["BenchConfig", "run_loaders_bench", "run_ops_bench", "machine_info"]
 
@@ -20,11 +20,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

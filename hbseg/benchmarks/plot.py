@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hbseg.atomic import atomic_path
+from hbseg.atomic import atomic_savefig
 
 __all__ = ["plot_loaders"]
 
@@ -121,9 +121,6 @@ def plot_loaders(results: dict, path: str | Path) -> Path:
     fig.suptitle(f"hbseg-bench loaders: {cfg.get('arch')}/{cfg.get('encoder')} at "
                  f"{cfg.get('size')} px, batch {cfg.get('batch_size')}, {cfg.get('device')} — "
                  f"{m.get('gpu_name') or m.get('cpu_model')}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    atomic_savefig(fig, path, dpi=90)
     plt.close(fig)
-    return path
+    return Path(path)

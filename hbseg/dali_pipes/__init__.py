@@ -9,7 +9,7 @@ package works without DALI and a missing DALI is reported when a DALI name is as
 
 from __future__ import annotations
 
-import importlib
+from hbseg.lazy import lazy_exports
 
 from .config import NO_AUGMENT, AugmentConfig, LoaderConfig, NormalizeConfig
 from .draw import SampleDraw, draw_sample, eval_draw, sample_matrix, to_opencv_matrix
@@ -46,23 +46,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        mod = importlib.import_module(module if module.startswith("hbseg.") else f".{module}",
-                                      __name__)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] == "nvidia":
-            from .dali_loader import DALI_MISSING
+def _dali_missing(name: str, error: ModuleNotFoundError) -> None:
+    if error.name and error.name.split(".")[0] == "nvidia":
+        from .dali_loader import DALI_MISSING
 
-            raise ImportError(f"hbseg.dali_pipes.{name}: {DALI_MISSING}") from e
-        raise
-    value = getattr(mod, name)
-    globals()[name] = value
-    return value
+        raise ImportError(f"hbseg.dali_pipes.{name}: {DALI_MISSING}") from error
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, on_missing=_dali_missing)

@@ -16,8 +16,8 @@ __all__ = ["Loader", "epoch_order", "num_batches", "check_index"]
 
 @runtime_checkable
 class Loader(Protocol):
-    """Iterating yields ``(image [B, 1, H, W] float, mask [B, 29, H, W] uint8 0/1)`` on
-    ``device``. With ``full_res_mask`` the mask is a list of [29, H_i, W_i] tensors.
+    """Iterating yields ``(image [B, channels, H, W] float, mask [B, C, H, W] uint8 0/1)`` on
+    ``device``. With ``full_res_mask`` the mask is a list of [C, H_i, W_i] tensors.
 
     ``len()`` is the number of batches in one epoch of this shard; ``set_epoch(e)``
     selects epoch ``e``'s shuffle (call it before iterating, like DistributedSampler);

@@ -145,24 +145,9 @@ class DatasetSpec:
 
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read a description from YAML (``.yaml``/``.yml``) or JSON."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError("data set description not found", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read data set description ({e})", path) from None
-    try:
-        if path.suffix.lower() == ".json":
-            doc = json.loads(text)
-        else:
-            import yaml
+    from hbseg.settings_file import read_mapping
 
-            doc = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - JSON and YAML parse errors alike
-        raise ConfigError(f"unreadable data set description ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})", path) from None
-    return DatasetSpec.from_dict(doc, source=path)
+    return DatasetSpec.from_dict(read_mapping(path, "data set description"), source=path)
 
 
 def find_spec(root: str | Path) -> Path | None:

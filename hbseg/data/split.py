@@ -63,9 +63,12 @@ def baseline_folds(split_dir: str | Path, legacy: bool = False) -> dict[str, int
     return {g: int(f) for g, f in zip(groups, folds, strict=True)}
 
 
-def apply_split(index: pd.DataFrame, split: str, data: str | Path | None) -> pd.DataFrame:
+def apply_split(index: pd.DataFrame, split: str, data: str | Path | None,
+                described: bool = False) -> pd.DataFrame:
     """``index`` with its ``fold`` column recomputed by ``split`` (``seeded`` leaves it);
-    ``data`` is the data root or its ``train`` folder."""
+    ``data`` is the data root or its ``train`` folder. For a described data set
+    (``described``) the groups are the index's own ``id`` column (a sub-folder of
+    ``images/``, or the file alone), dealt by the same ``GroupKFold``."""
     if split not in SPLITS:
         import difflib
 
@@ -74,8 +77,13 @@ def apply_split(index: pd.DataFrame, split: str, data: str | Path | None) -> pd.
         raise ConfigError(f"unknown split {split!r}{hint} Valid: {', '.join(SPLITS)}")
     if split == "seeded":
         return index
+    legacy = split == "groupkfold-legacy"
+    if described:
+        out = index.copy()
+        out["fold"] = group_kfold(out["id"].astype(str).tolist(), NUM_FOLDS, legacy)
+        return out
     split_dir = resolve_split(data, "train")
-    folds = baseline_folds(split_dir, legacy=split == "groupkfold-legacy")
+    folds = baseline_folds(split_dir, legacy=legacy)
     missing = sorted(set(index["id"]) - set(folds))
     if missing:
         raise DataError(f"patient {missing[0]} of the index has no PNG here; is the mask "

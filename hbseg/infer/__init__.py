@@ -5,7 +5,7 @@ Heavy modules are imported on first use of a name, so ``import hbseg.infer`` sta
 
 from __future__ import annotations
 
-import importlib
+from hbseg.lazy import lazy_exports
 
 __all__ = [
     "Predictor", "PreprocessSpec", "InferConfig", "EvalConfig", "EnsembleConfig",
@@ -29,11 +29,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -33,6 +33,38 @@ def _hw(ctx, param, value: str) -> tuple[int, int]:
     return h, w
 
 
+def postprocess_options(soft_vote: str, members: str):
+    """--threshold, --thresholds, --min-size, --min-sizes and --class-weights, as
+    hbseg-infer and hbseg-ensemble share them. ``soft_vote`` heads the help of the options
+    a hard vote ignores; ``members`` names what a class weight is given per."""
+    options = [
+        click.option("--threshold", default=0.5, show_default=True,
+                     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help=f"{soft_vote}Probability threshold for every class."),
+        click.option("--thresholds", "thresholds_file", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help=f'{soft_vote}JSON {{"class": threshold}} (hbseg-tune\'s thresholds.json); '
+                          "classes left out use --threshold."),
+        click.option("--min-size", default=0, show_default=True, type=click.IntRange(0),
+                     help="Drop connected components smaller than this many pixels, per class."),
+        click.option("--min-sizes", "min_sizes_file", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help='JSON {"class": pixels} (hbseg-tune\'s min_sizes.json); classes left '
+                          "out use --min-size."),
+        click.option("--class-weights", "class_weights_file", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help=f'{soft_vote}JSON {{"class": [weight per {members}]}} (hbseg-tune\'s '
+                          "weights.json); classes left out use --weights."),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 def _summary_line(s: dict) -> str:
     rate = f"{s['images_per_s']:.2f} images/s" if s.get("images_per_s") else "n/a"
     return (f"wrote {s['out']}: {s['images']} images in {s['seconds']:.1f} s ({rate}, "
@@ -46,7 +78,8 @@ def _summary_line(s: dict) -> str:
 @click.option("--weights", callback=_floats, default=None,
               help="Ensemble weights, one per --checkpoint, e.g. 2,1 [default: equal].")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Data root (uses test/), a split folder (DCM/ID*/*.png) or a folder of PNGs.")
+              help="Data root (uses test/), a split folder (DCM/ID*/*.png), a folder of PNGs, or "
+                   "a described data set (ROOT/hbseg-dataset.yaml: its images/).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Submission CSV to write (image_name,class,rle).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
@@ -64,16 +97,9 @@ def _summary_line(s: dict) -> str:
               help="Test-time augmentation: hflip averages the horizontally flipped prediction.")
 @click.option("--scales", callback=_floats, default="1.0", show_default=True,
               help="TTA scales, comma-separated, e.g. 0.8,1.0,1.5.")
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Probability threshold for every class.")
-@click.option("--thresholds", "thresholds_file", default=None, type=click.Path(exists=True, dir_okay=False),
-              help='JSON {"class": threshold}; classes left out use --threshold.')
-@click.option("--min-size", default=0, show_default=True, type=click.IntRange(0),
-              help="Drop connected components smaller than this many pixels, per class.")
-@click.option("--min-sizes", "min_sizes_file", default=None, type=click.Path(exists=True, dir_okay=False),
-              help='JSON {"class": pixels} (hbseg-tune\'s min_sizes.json); classes left out use --min-size.')
+@postprocess_options(soft_vote="", members="--checkpoint, in the order of hbseg-tune's --oof")
 @click.option("--save-probs", default=None, type=click.Path(file_okay=False),
-              help="Also write float16 [29, H, W] probability maps (<stem>.npy, ~240 MB for 2048²) "
+              help="Also write float16 [C, H, W] probability maps (<stem>.npy, ~240 MB for a 2048² hand) "
                    "here, for soft voting with hbseg-ensemble --probs.")
 @click.option("--overlays", default=None, type=click.Path(file_okay=False),
               help="Also write pictures of the predicted contours (and ground truth, if any) here.")
@@ -83,21 +109,21 @@ def _summary_line(s: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @debug_option
 def infer(checkpoints, weights, data, out, device, batch_size, loader, window, stride, sigma, tta,
-          scales, threshold, thresholds_file, min_size, min_sizes_file, save_probs, overlays,
-          overlay_size, no_amp, quiet, debug) -> None:
+          scales, threshold, thresholds_file, min_size, min_sizes_file, class_weights_file,
+          save_probs, overlays, overlay_size, no_amp, quiet, debug) -> None:
     """Segment every image under --data into a submission CSV (the 29 bones, or the classes
     of the checkpoint's data set)."""
     from .config import InferConfig
     from .infer import run_inference
 
-    check_out_file(out, [*checkpoints, thresholds_file, min_sizes_file])
+    check_out_file(out, [*checkpoints, thresholds_file, min_sizes_file, class_weights_file])
 
     cfg = InferConfig(
         checkpoints=tuple(checkpoints), data=str(data), out=str(out), weights=weights,
         device=device, batch_size=batch_size, window=window, stride=stride, sigma=sigma,
         tta_hflip="hflip" in tta, scales=scales, threshold=threshold,
         thresholds_file=thresholds_file, min_size=min_size, min_sizes_file=min_sizes_file,
-        save_probs=save_probs,
+        class_weights_file=class_weights_file, save_probs=save_probs,
         overlays=overlays, overlay_max_side=overlay_size, loader=loader,
         amp=False if no_amp else None, progress=not quiet,
     )
@@ -108,7 +134,8 @@ def infer(checkpoints, weights, data, out, device, batch_size, loader, window, s
 @click.option("--pred", "preds", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
               help="Submission CSV; repeat to score several models (side by side in --report).")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Data root (uses train/) or a labelled split folder.")
+              help="Data root (uses train/), a labelled split folder, or a described data set "
+                   "(ROOT/hbseg-dataset.yaml; scored against its mask cache).")
 @click.option("--ids", default=None, help="Only these patient IDs, comma-separated (ID001,ID002).")
 @click.option("--fold", default=None, type=click.IntRange(0), help="Only this fold's images.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
@@ -159,21 +186,11 @@ def evaluate(preds, data, ids, fold, out, report, report_size, workers, quiet, d
               help="Hard vote: members that must agree on a pixel [default: a majority].")
 @click.option("--weights", callback=_floats, default=None, help="Soft vote: weights, one per folder.")
 @click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Hard vote: read image sizes from this folder's PNGs.")
+              help="Hard vote: read image sizes from this folder's PNGs. A described data set "
+                   "(ROOT/hbseg-dataset.yaml) also sets the classes, and both votes check them.")
 @click.option("--size", "size", default="2048x2048", show_default=True, callback=_hw,
               help="Hard vote: the HxW of every image, when --data is not given.")
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Soft vote: probability threshold.")
-@click.option("--thresholds", "thresholds_file", default=None, type=click.Path(exists=True, dir_okay=False),
-              help='Soft vote: JSON {"class": threshold}.')
-@click.option("--min-size", default=0, show_default=True, type=click.IntRange(0),
-              help="Drop connected components smaller than this many pixels, per class.")
-@click.option("--min-sizes", "min_sizes_file", default=None, type=click.Path(exists=True, dir_okay=False),
-              help='JSON {"class": pixels} (hbseg-tune\'s min_sizes.json); classes left out use --min-size.')
-@click.option("--class-weights", "class_weights_file", default=None,
-              type=click.Path(exists=True, dir_okay=False),
-              help='Soft vote: JSON {"class": [weight per --probs folder]} (hbseg-tune\'s '
-                   'weights.json); classes left out use --weights.')
+@postprocess_options(soft_vote="Soft vote only. ", members="--probs folder")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Soft vote: where to average.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -49,6 +49,7 @@ class InferConfig(_Base):
     thresholds_file: str | None = None  # {class: thr}; classes left out use ``threshold``
     min_size: int = 0
     min_sizes_file: str | None = None  # {class: pixels}; classes left out use ``min_size``
+    class_weights_file: str | None = None  # {class: [weight per checkpoint]}; others: ``weights``
     save_probs: str | None = None
     overlays: str | None = None
     overlay_max_side: int = 1024
@@ -63,6 +64,8 @@ class InferConfig(_Base):
         if self.weights is not None and len(self.weights) != len(self.checkpoints):
             raise ConfigError(f"--weights has {len(self.weights)} values for "
                               f"{len(self.checkpoints)} checkpoints")
+        if self.class_weights_file is not None and len(self.checkpoints) < 2:
+            raise ConfigError("--class-weights blends an ensemble: give two or more --checkpoint")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.stride is not None and self.window is None:
@@ -112,7 +115,7 @@ class EnsembleConfig(_Base):
     probs: tuple[str, ...] = ()
     min_votes: int | None = None  # default: a majority
     weights: tuple[float, ...] | None = None
-    data: str | None = None  # image sizes from this folder's PNG headers
+    data: str | None = None  # image sizes from its PNG headers; a described set: its classes too
     size: tuple[int, int] = (2048, 2048)  # otherwise every image is this H x W
     threshold: float = 0.5
     thresholds_file: str | None = None

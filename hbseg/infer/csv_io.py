@@ -24,7 +24,8 @@ from hbseg.progress import bar_disabled
 
 from .rle import RLEError, decode_rle, parse_rle
 
-__all__ = ["HEADER", "SubmissionWriter", "write_submission", "Submission", "read_submission"]
+__all__ = ["HEADER", "SubmissionWriter", "write_submission", "Submission", "read_submission",
+           "submission_classes"]
 
 HEADER = ("image_name", "class", "rle")
 
@@ -125,6 +126,25 @@ def _no_field_limit():
 def _unknown_class(name: str, valid: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     return f"unknown class {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def submission_classes(path: str | Path) -> tuple[str, ...]:
+    """The classes a submission CSV has rows for, in the order they first appear."""
+    seen: dict[str, None] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f, _no_field_limit():
+            rows = csv.reader(f)
+            header = next(rows, None)
+            if header is None or tuple(h.strip() for h in header) != HEADER:
+                read_submission(path, ())  # names the fault in its own words
+            for row in rows:
+                if len(row) == 3:
+                    seen.setdefault(row[1].strip(), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        # it reads the same rows, so it meets the same fault, and names its line
+        read_submission(path, tuple(seen))
+        raise DataError(f"unreadable submission CSV ({e})", path) from None
+    return tuple(seen)
 
 
 def read_submission(path: str | Path, class_names: Sequence[str] = CLASSES) -> Submission:

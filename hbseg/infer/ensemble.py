@@ -2,7 +2,8 @@
 
 * Hard vote of submission CSVs: a pixel is kept for a class when at least ``min_votes``
   CSVs have it. RLEs carry no image size, so sizes come from a data folder's PNG headers
-  or one ``H x W`` for every image (2048 x 2048, the competition's).
+  or one ``H x W`` for every image (2048 x 2048, the competition's). The classes are the
+  CSVs' own (all must have the same), or the data set description's when ``data`` has one.
 * Soft vote of ``--save-probs`` folders: the weighted mean of the float16 probabilities,
   then thresholds and small-object removal, exactly as ``hbseg-infer`` does.
 """
@@ -20,11 +21,10 @@ from hbseg.data.classes import CLASSES
 from hbseg.errors import ConfigError, DataError
 from hbseg.progress import bar_disabled
 
+from .class_weights import class_weight_table, load_class_weights
 from .config import EnsembleConfig, config_path, save_config
-from .csv_io import Submission, SubmissionWriter, read_submission
+from .csv_io import Submission, SubmissionWriter, read_submission, submission_classes
 from .postprocess import (
-    _check_classes,
-    _read_class_json,
     load_min_sizes,
     load_thresholds,
     postprocess,
@@ -34,7 +34,8 @@ from .postprocess import (
 )
 from .rle import encode_masks
 
-__all__ = ["hard_vote", "soft_vote", "run_ensemble", "read_probs_index", "load_class_weights"]
+__all__ = ["hard_vote", "soft_vote", "run_ensemble", "read_probs_index", "load_class_weights",
+           "vote_classes"]
 
 
 def _min_sizes(cfg: EnsembleConfig, class_names) -> tuple[int, ...]:
@@ -42,22 +43,6 @@ def _min_sizes(cfg: EnsembleConfig, class_names) -> tuple[int, ...]:
         return resolve_min_sizes(cfg.min_size, class_names)
     per_class = load_min_sizes(cfg.min_sizes_file, class_names)
     return resolve_min_sizes({c: per_class.get(c, cfg.min_size) for c in class_names}, class_names)
-
-
-def load_class_weights(path: str | Path, class_names, members: int) -> dict[str, list[float]]:
-    """Read ``{"class name": [weight per member], …}`` (hbseg-tune's weights.json). A weight
-    may be 0 (that member sits the class out); each class's weights must sum above 0."""
-    path = Path(path)
-    doc = _read_class_json(path, "weights")
-    _check_classes(doc, class_names, path, "weights")
-    for k, v in doc.items():
-        ok = (isinstance(v, list) and len(v) == members
-              and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v)
-              and sum(v) > 0)
-        if not ok:
-            raise ConfigError(f"weights for {k!r} are {v!r}; expected {members} numbers >= 0, "
-                              "not all 0 (one per --probs folder, in order)", path)
-    return {k: [float(x) for x in v] for k, v in doc.items()}
 
 
 def _same_images(names: list[str], others: dict[Path, list[str]], first: Path) -> None:
@@ -86,24 +71,65 @@ def _sizes(cfg: EnsembleConfig, names: list[str]) -> dict[str, tuple[int, int]]:
     return {n: known[n] for n in names}
 
 
+def _data_spec(data: str | None):
+    """The description of the data set under ``data``; ``None`` for the hands or no data."""
+    if data is None:
+        return None
+    from hbseg.data.spec import resolve_spec
+
+    return resolve_spec(data)
+
+
+def _show(names) -> str:
+    names = sorted(names)
+    return ", ".join(map(repr, names[:4])) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def _same_classes(have, want, path, want_from: str) -> None:
+    extra, lacking = set(have) - set(want), set(want) - set(have)
+    if extra:
+        raise DataError(f"has class(es) {_show(extra)}, which {want_from} lacks; every "
+                        "member must have the same classes", path)
+    if lacking:
+        raise DataError(f"lacks class(es) {_show(lacking)}, which {want_from} has; every "
+                        "member must have the same classes", path)
+
+
+def vote_classes(cfg: EnsembleConfig) -> tuple[str, ...]:
+    """The classes a hard vote reads and writes: the described data set's when ``cfg.data``
+    has a description, else the CSVs' own, in the order of the first's rows (the hands'
+    order when they are the 29 bones). Members with other classes than the first (or than
+    the data set) are a DataError naming the CSV."""
+    found = [(Path(p), submission_classes(p)) for p in cfg.csvs]
+    first, names = found[0]
+    for path, other in found[1:]:
+        _same_classes(other, names, path, str(first))
+    spec = _data_spec(cfg.data)
+    if spec is not None:
+        _same_classes(names, spec.classes, first, f"the data set {spec.name!r} ({spec.source})")
+        return spec.classes
+    return CLASSES if set(names) == set(CLASSES) else names
+
+
 def hard_vote(cfg: EnsembleConfig) -> dict:
     from tqdm.auto import tqdm
 
-    subs: list[Submission] = [read_submission(p) for p in cfg.csvs]
+    class_names = vote_classes(cfg)
+    subs: list[Submission] = [read_submission(p, class_names) for p in cfg.csvs]
     names = subs[0].images
     _same_images(names, {s.path: s.images for s in subs[1:]}, subs[0].path)
     sizes = _sizes(cfg, names)
     k = cfg.votes_needed
-    min_sizes = _min_sizes(cfg, CLASSES)
-    with SubmissionWriter(cfg.out, CLASSES) as w:
+    min_sizes = _min_sizes(cfg, class_names)
+    with SubmissionWriter(cfg.out, class_names) as w:
         for name in tqdm(names, desc="voting", unit="img", disable=bar_disabled(cfg.progress)):
             h, wd = sizes[name]
-            votes = np.zeros((len(CLASSES), h, wd), dtype=np.uint8)
+            votes = np.zeros((len(class_names), h, wd), dtype=np.uint8)
             for s in subs:
                 votes += s.masks(name, h, wd)
             masks = remove_small_objects(torch.from_numpy(votes >= k), min_sizes)
             w.write(name, encode_masks(masks))
-    return {"images": len(names), "members": len(subs), "min_votes": k}
+    return {"images": len(names), "members": len(subs), "min_votes": k, "classes": len(class_names)}
 
 
 def read_probs_index(folder: str | Path) -> dict:
@@ -142,21 +168,21 @@ def soft_vote(cfg: EnsembleConfig, device: str = "cpu") -> dict:
     docs = [read_probs_index(f) for f in folders]
     class_names = tuple(docs[0]["class_names"])
     for f, d in zip(folders[1:], docs[1:], strict=True):
+        _same_classes(d["class_names"], class_names, f, str(folders[0]))
         if tuple(d["class_names"]) != class_names:
-            raise DataError(f"other classes than {folders[0]}", f)
+            raise DataError(f"the classes of {folders[0]} in another order", f)
+    spec = _data_spec(cfg.data)
+    if spec is not None:
+        _same_classes(class_names, spec.classes, folders[0], f"the data set {spec.name!r} ({spec.source})")
     names = list(docs[0]["images"])
     _same_images(names, {f: list(d["images"]) for f, d in zip(folders[1:], docs[1:], strict=True)}, folders[0])
     weights = np.asarray(cfg.weights or [1.0] * len(folders), dtype=np.float64)
     if (weights <= 0).any():
         raise ConfigError(f"--weights must be positive, got {list(weights)}")
-    # [members, classes]: a weight per member and class, each class's column summing to 1
-    table = np.repeat(weights[:, None], len(class_names), axis=1)
+    per_class = None
     if cfg.class_weights_file:
         per_class = load_class_weights(cfg.class_weights_file, class_names, len(folders))
-        for c, name in enumerate(class_names):
-            if name in per_class:
-                table[:, c] = per_class[name]
-    table = table / table.sum(0, keepdims=True)
+    table = class_weight_table(weights, class_names, per_class, cfg.class_weights_file)
     thr: float | dict = cfg.threshold
     if cfg.thresholds_file:
         thr = load_thresholds(cfg.thresholds_file, class_names)

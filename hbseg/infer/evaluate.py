@@ -82,8 +82,10 @@ def _check_coverage(sub: Submission, df_all, df) -> None:
     known = set(df_all["image_name"])
     for name in sub.images:
         if name not in known:
+            described = "mask_path" in df_all.columns
+            where = f"no labelled image {name} in its cache" if described else f"no DCM/ID*/{name}"
             raise DataError(f"line {sub.line_of(name, 0)}: image {name!r} is not in the data "
-                            f"folder (no DCM/ID*/{name})", sub.path)
+                            f"folder ({where})", sub.path)
     missing = [n for n in df["image_name"] if n not in sub.rles]
     if missing:
         raise DataError(

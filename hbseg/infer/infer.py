@@ -191,6 +191,11 @@ def run_inference(cfg: InferConfig) -> dict:
         per_class = load_thresholds(cfg.thresholds_file, names)
         predictor.thresholds = resolve_thresholds(
             {c: per_class.get(c, cfg.threshold) for c in names}, names)
+    if cfg.class_weights_file:
+        from .class_weights import load_class_weights
+
+        predictor.set_class_weights(load_class_weights(
+            cfg.class_weights_file, names, len(predictor.members)), cfg.class_weights_file)
     if cfg.min_sizes_file:
         from .postprocess import resolve_min_sizes
 

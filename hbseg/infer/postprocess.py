@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -37,18 +36,10 @@ def _check_classes(keys, class_names: Sequence[str], path: Path | None, what: st
 
 
 def _read_class_json(path: Path, what: str) -> dict:
-    """A JSON object keyed by class name (thresholds.json, min_sizes.json, weights.json)."""
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{what} file not found", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {what} file ({e})", path) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path) from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f'expected an object {{"class name": {what[:-1]}, ...}}', path)
-    return doc
+    """A JSON (or YAML) object keyed by class name (thresholds.json, min_sizes.json, weights.json)."""
+    from hbseg.settings_file import read_mapping
+
+    return read_mapping(path, f"{what} file")
 
 
 def load_thresholds(path: str | Path, class_names: Sequence[str] = CLASSES) -> dict[str, float]:

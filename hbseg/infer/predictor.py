@@ -92,7 +92,9 @@ class Predictor:
     ``stride`` defaults to half the window. ``sigma``: Gaussian sigma as a fraction of the
     window. ``scales``: TTA scale factors. ``thresholds``: a number, ``{class: thr}`` or a
     sequence. ``min_size``: components of fewer pixels are dropped (int, per-class mapping
-    or sequence). ``amp``: mixed precision (default: on for CUDA).
+    or sequence). ``amp``: mixed precision (default: on for CUDA). ``class_weights``:
+    ``{class: [weight per checkpoint]}`` (hbseg-tune's weights.json) replaces ``weights``
+    for the classes it names; each class's blend is normalised on its own.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Predictor:
         min_size: int | Mapping[str, int] | Sequence[int] = 0,
         batch_size: int = 4,
         amp: bool | None = None,
+        class_weights: Mapping[str, Sequence[float]] | None = None,
     ):
         self.device = resolve_device(device)
         if window is None and stride is not None:
@@ -132,12 +135,26 @@ class Predictor:
             raise ConfigError("--window: a model trained with --roi-crop or --canonical-hand "
                               "predicts its whole hand window at its size; leave out --window")
         self.class_names = tuple(self.members[0].card.class_names)
+        self._class_blend = None  # [members, K, 1, 1] on the device, only when per class
+        if class_weights:
+            self.set_class_weights(class_weights)
         self.thresholds = resolve_thresholds(thresholds, self.class_names)
         self.min_sizes = resolve_min_sizes(min_size, self.class_names)
         self.specs: list[PreprocessSpec] = []  # one per decoding pass, in member order
         for m in self.members:
             if m.spec.decode_key not in {s.decode_key for s in self.specs}:
                 self.specs.append(m.spec)
+
+    def set_class_weights(self, class_weights: Mapping[str, Sequence[float]],
+                          path: str | Path | None = None) -> None:
+        """Blend the classes ``class_weights`` names with their own weights per member
+        (``path``: the file they came from, for errors); the rest keep ``weights``."""
+        from .class_weights import class_weight_table
+
+        table = class_weight_table([m.weight for m in self.members], self.class_names,
+                                   class_weights, path)
+        self._class_blend = torch.as_tensor(table, dtype=torch.float32,
+                                            device=self.device)[:, :, None, None]
 
     # ------------------------------------------------------------------ what the input must be
     @property
@@ -156,6 +173,9 @@ class Predictor:
             "models": [{"name": m.name, "arch": m.card.arch, "encoder": m.card.encoder,
                         "size": m.card.size, "crop": m.card.crop, "weight": m.weight,
                         "preprocess": m.spec.to_dict()} for m in self.members],
+            "class_weights": None if self._class_blend is None else {
+                c: [round(float(v), 6) for v in self._class_blend[:, k, 0, 0].tolist()]
+                for k, c in enumerate(self.class_names)},
             "device": str(self.device), "amp": self.amp, "window": self.window,
             "stride": self.stride, "sigma": self.sigma, "tta_hflip": self.tta_hflip,
             "scales": list(self.scales), "thresholds": list(self.thresholds),
@@ -258,10 +278,12 @@ class Predictor:
             orig_hw = tuple(next(iter(inputs.values()))[0].shape[-2:])
         orig_hw = (int(orig_hw[0]), int(orig_hw[1]))
         acc = None
-        for m in self.members:
+        for i, m in enumerate(self.members):
             x, spec = inputs[m.spec.decode_key]
             p = self._member_probs(m, renormalize(x, spec, m.spec), orig_hw, path)
-            if acc is None:
+            if self._class_blend is not None:
+                acc = p * self._class_blend[i] if acc is None else acc.addcmul_(p, self._class_blend[i])
+            elif acc is None:
                 acc = p * m.weight if len(self.members) > 1 else p
             else:
                 acc.add_(p, alpha=m.weight)

@@ -2,6 +2,10 @@
 ``masks/*.js`` (bit-packed masks, one script per image, loaded when the image is opened),
 ``img/`` (radiographs at display size) and ``full/`` (at original size, loaded on zoom).
 
+The hands' ground truth is rasterised from their JSON; a described data set's
+(``ROOT/hbseg-dataset.yaml``) is its mask cache, with its classes, and its colour images
+are shown in colour.
+
 Everything is read by ``<script src>`` and ``<img src>``, the two ways a page opened from
 the file system may load its neighbours, so the folder needs no server and no network.
 """
@@ -22,9 +26,10 @@ import numpy as np
 from hbseg.atomic import atomic_dir
 from hbseg.data.classes import CLASSES, class_palette
 from hbseg.data.layout import resolve_split, scan_split
+from hbseg.data.spec import DatasetSpec, resolve_spec
 from hbseg.infer.config import EvalConfig
 from hbseg.infer.csv_io import Submission, read_submission
-from hbseg.infer.evaluate import _check_coverage, _select
+from hbseg.infer.evaluate import _check_coverage, _described, _select
 from hbseg.infer.overlay import short_name
 from hbseg.progress import map_with_progress
 
@@ -50,7 +55,7 @@ def model_names(paths) -> list[str]:
     return out
 
 
-def _jobs(cfg: ReportConfig, df, subs: list[Submission], out: Path) -> list[ImageJob]:
+def _jobs(cfg: ReportConfig, df, subs: list[Submission], out: Path, channels: int) -> list[ImageJob]:
     jobs = []
     width = max(4, len(str(len(df))))
     for k, r in enumerate(df.itertuples(index=False)):
@@ -60,6 +65,7 @@ def _jobs(cfg: ReportConfig, df, subs: list[Submission], out: Path) -> list[Imag
             key=str(k + 1).zfill(width), image_name=r.image_name, image_path=r.image_path,
             json_path=r.json_path, height=int(r.height), width=int(r.width), subs=one,
             out=str(out), display_size=cfg.display_size, quality=cfg.quality,
+            mask_path=getattr(r, "mask_path", ""), channels=channels,
         ))
     return jobs
 
@@ -68,7 +74,8 @@ def _run(jobs: list[ImageJob], workers: int | None, progress: bool) -> list[dict
     return map_with_progress(render_image, jobs, workers=workers, desc="report", progress=progress)
 
 
-def _page_data(cfg: ReportConfig, df, names: list[str], rows: list[dict]) -> dict:
+def _page_data(cfg: ReportConfig, df, names: list[str], rows: list[dict],
+               class_names=CLASSES, spec: DatasetSpec | None = None) -> dict:
     scores = np.stack([r["dice"] for r in rows])  # [images, models, classes]
     per_class = scores.mean(0)  # the same means hbseg-eval prints
     models = [{
@@ -84,9 +91,11 @@ def _page_data(cfg: ReportConfig, df, names: list[str], rows: list[dict]) -> dic
         "title": "hbseg report: " + ", ".join(names),
         "data": str(cfg.data),
         "created": time.strftime("%Y-%m-%d %H:%M"),
-        "classes": list(CLASSES),
-        "short": [short_name(c) for c in CLASSES],
-        "palette": [list(c) for c in class_palette()],
+        "dataset": "hands" if spec is None else spec.name,
+        "classes": list(class_names),
+        "short": [short_name(c) for c in class_names],
+        "palette": [list(c) for c in class_palette(len(class_names))],
+        "unit": "bone" if spec is None else "class",  # the page's word for one class
         "models": models,
         "images": images,
     }
@@ -123,9 +132,14 @@ def build_report(cfg: ReportConfig) -> dict:
     """Write the report folder ``cfg.out`` (replaced whole, only on success); returns a summary
     with the folder's size in bytes."""
     t0 = time.perf_counter()
-    df_all = scan_split(resolve_split(cfg.data, "train"), labelled=True, exclude=())
+    spec = resolve_spec(cfg.data)
+    if spec is None:
+        df_all = scan_split(resolve_split(cfg.data, "train"), labelled=True, exclude=())
+        class_names = CLASSES
+    else:  # the ground truth is the mask cache (built or refreshed if need be)
+        df_all, class_names = _described(cfg.data)
     df = _select(EvalConfig(pred=cfg.preds[0], data=cfg.data, ids=cfg.ids, fold=cfg.fold), df_all)
-    subs = [read_submission(p) for p in cfg.preds]
+    subs = [read_submission(p, class_names) for p in cfg.preds]
     for sub in subs:
         _check_coverage(sub, df_all, df)
     names = model_names(cfg.preds)
@@ -134,8 +148,9 @@ def build_report(cfg: ReportConfig) -> dict:
         tmp.chmod(0o777 & ~_umask())
         for sub in ("img", "full", "masks"):
             (tmp / sub).mkdir()
-        rows = _run(_jobs(cfg, df, subs, tmp), cfg.workers, cfg.progress)
-        page = _page_data(cfg, df, names, rows)
+        channels = 1 if spec is None else spec.channels
+        rows = _run(_jobs(cfg, df, subs, tmp, channels), cfg.workers, cfg.progress)
+        page = _page_data(cfg, df, names, rows, class_names, spec)
         # a script, not JSON: see the module docstring
         (tmp / "data.js").write_text("window.HBSEG_DATA = " + json.dumps(page, separators=(",", ":"))
                                      + ";\n", encoding="ascii")

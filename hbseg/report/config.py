@@ -14,7 +14,7 @@ class ReportConfig:
     """``hbseg-eval --report DIR``. ``None`` means "use the default"."""
 
     preds: tuple[str, ...]  # submission CSVs, one panel each, in this order
-    data: str  # data root (uses train/) or a labelled split folder
+    data: str  # data root (uses train/), a labelled split folder, or a described data set's root
     out: str  # the report folder; replaced whole on success
     ids: tuple[str, ...] | None = None
     fold: int | None = None

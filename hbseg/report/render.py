@@ -38,6 +38,8 @@ class ImageJob:
     out: str  # the report folder being built
     display_size: int
     quality: int | None
+    mask_path: str = ""  # a described data set's ground truth (its mask cache); else the JSON
+    channels: int = 1  # 3: a colour image, shown as decoded
 
 
 def _encode(img: np.ndarray, quality: int | None) -> tuple[str, bytes]:
@@ -68,12 +70,17 @@ def _mask_b64(masks: np.ndarray) -> str:
 
 def render_image(job: ImageJob) -> dict:
     """Write ``img/``, ``full/`` and ``masks/`` files of one image; return its table row."""
-    from hbseg.data import rasterize, read_gray_png, read_polygons
+    from hbseg.data import rasterize, read_polygons
+    from hbseg.data.formats.images import read_image
+    from hbseg.data.masks import read_packed_png, unpack_masks
     from hbseg.infer.evaluate import dice_scores
 
     root = Path(job.out)
     h, w = job.height, job.width
-    gt = rasterize(read_polygons(job.json_path, w, h), h, w)
+    if job.mask_path:
+        gt = unpack_masks(read_packed_png(job.mask_path), len(job.subs[0].class_names))
+    else:
+        gt = rasterize(read_polygons(job.json_path, w, h), h, w)
     preds = [sub.masks(job.image_name, h, w) for sub in job.subs]
     dice = [dice_scores(p, gt) for p in preds]
 
@@ -83,7 +90,9 @@ def render_image(job: ImageJob) -> dict:
     args = ", ".join(json.dumps(a) for a in (job.key, b64[0], b64[1:]))
     _write(root, f"masks/{job.key}.js", f"{MASK_CALLBACK}({args});\n")
 
-    img = read_gray_png(job.image_path)
+    img = read_image(job.image_path, job.channels)
+    if img.ndim == 3:
+        img = np.ascontiguousarray(img[..., ::-1])  # RGB as decoded; OpenCV encodes BGR
     scale = min(1.0, job.display_size / max(h, w))
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))

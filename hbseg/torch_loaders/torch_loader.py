@@ -313,8 +313,8 @@ class TorchLoader(LoaderBase):
     """DataLoader back-end implementing the ``Loader`` protocol.
 
     ``index``: the mask cache's index (``load_cache_index``), or a subset of its rows.
-    Yields image [B, 1, S, S] float32/float16 and mask [B, 29, S, S] uint8 0/1 on
-    ``device`` (a list of [29, H_i, W_i] with ``cfg.full_res_mask`` in eval mode).
+    Yields image [B, channels, S, S] float32/float16 and mask [B, C, S, S] uint8 0/1 on
+    ``device`` (a list of [C, H_i, W_i] with ``cfg.full_res_mask`` in eval mode).
     """
 
     def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",

@@ -6,37 +6,16 @@ Submodules import torch lazily from here, so ``import hbseg.train`` stays light.
 
 from __future__ import annotations
 
+from hbseg.lazy import lazy_exports
+
 __all__ = ["TrainConfig", "train", "get_loss", "list_losses", "DiceMeter", "resolve_amp",
            "build_scheduler", "plot_curves"]
 
 
-def __getattr__(name: str):
-    if name == "TrainConfig":
-        from .config import TrainConfig
+_WHERE = {
+    "TrainConfig": "config", "train": "trainer", "get_loss": "losses", "list_losses": "losses",
+    "DiceMeter": "metrics", "resolve_amp": "amp", "build_scheduler": "schedule",
+    "plot_curves": "plot",
+}
 
-        return TrainConfig
-    if name == "train":
-        from .trainer import train
-
-        return train
-    if name in ("get_loss", "list_losses"):
-        from . import losses
-
-        return getattr(losses, name)
-    if name == "DiceMeter":
-        from .metrics import DiceMeter
-
-        return DiceMeter
-    if name == "resolve_amp":
-        from .amp import resolve_amp
-
-        return resolve_amp
-    if name == "build_scheduler":
-        from .schedule import build_scheduler
-
-        return build_scheduler
-    if name == "plot_curves":
-        from .plot import plot_curves
-
-        return plot_curves
-    raise AttributeError(f"module 'hbseg.train' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

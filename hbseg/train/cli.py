@@ -72,7 +72,8 @@ LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
               help="Submission CSV whose masks label extra training images (pseudo-labels).")
 @click.option("--pseudo-data", type=click.Path(file_okay=False, exists=True, path_type=Path),
               default=None, metavar="FOLDER",
-              help="The images --pseudo labels (ROOT/test or ROOT).")
+              help="The images --pseudo labels (ROOT/test or ROOT; for a described data set "
+                   "a folder of <name>.png or <group>/<name>.png, or a described root).")
 @click.option("--pseudo-weight", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True,
               help="Appearances per epoch of each pseudo-labelled image, relative to a "

@@ -194,38 +194,23 @@ class TrainConfig:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (``.yaml``/``.yml``) or JSON, atomically."""
+    """Write the resolved config as JSON (``.json``) or YAML, atomically."""
     from hbseg.atomic import atomic_write_text
 
     path = Path(path)
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix.lower() == ".json":
+        text = json.dumps(cfg.to_dict(), indent=2) + "\n"
+    else:
         import yaml
 
         text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    else:
-        text = json.dumps(cfg.to_dict(), indent=2) + "\n"
     atomic_write_text(path, text)
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError("run config not found", path) from None
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+    from hbseg.settings_file import read_mapping
 
-            d = yaml.safe_load(text)
-        else:
-            d = json.loads(text)
-    except ValueError as e:  # yaml.YAMLError is not a ValueError; caught below
-        raise ConfigError(f"unreadable config ({e})", path) from None
-    except Exception as e:  # noqa: BLE001 - yaml's own error types
-        raise ConfigError(f"unreadable config ({type(e).__name__}: {e})", path) from None
-    if not isinstance(d, dict):
-        raise ConfigError("config is not a mapping", path)
+    d = read_mapping(path, "run config")
     try:
         return TrainConfig.from_dict(d)
     except TypeError as e:

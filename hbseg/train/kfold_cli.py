@@ -162,8 +162,9 @@ def oof(dir_, out, folds, checkpoint, device, batch_size, loader, window, stride
         scales, no_amp, overwrite, quiet, debug) -> None:
     """Each fold's model predicts its own validation images (out-of-fold), at original size.
 
-    Probabilities are stored as uint8 (p * 255, one [29, H, W] .npy per image) with
-    DIR/oof/oof.csv as the index; the disk they need is printed before anything runs.
+    Probabilities are stored as uint8 (p * 255, one [C, H, W] .npy per image, C the data
+    set's classes) with DIR/oof/oof.csv as the index; the disk they need is printed before
+    anything runs.
     Use the same inference options you will give hbseg-infer, then run hbseg-tune.
     """
     from hbseg.tune.oof import OofConfig, predict_oof

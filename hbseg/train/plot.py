@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hbseg.atomic import atomic_path
+from hbseg.atomic import atomic_savefig
 
 __all__ = ["plot_curves"]
 
@@ -37,10 +37,4 @@ def plot_curves(records: list[dict], path: str | Path, title: str | None = None)
     ax_dice.set_ylabel("mean Dice (val, t=0.5)")
     ax_dice.set_ylim(0, 1)
     ax_dice.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return atomic_savefig(fig, path, title)

@@ -8,6 +8,11 @@ decodes the CSV once into the mask cache's format (bit-packed RGBA PNGs) under
 and reuses it while the CSV is unchanged. The images join the training rows (never the
 validation ones) as extra index rows with ``image_path``, ``mask_path`` and ``weight``.
 
+The hands' images are ``ROOT/test/DCM/ID*/*.png``. A described data set (``DatasetSpec``)
+reads the CSV with its class names, and its unlabelled images are a folder of
+``<name>.png`` or ``<group>/<name>.png``, or another described root (its ``images``
+folder; its description must have the same classes and channels; its labels are unused).
+
 Why weights are repetition: every loader yields ``(image, mask)`` batches and nothing per
 sample, so the loss cannot be weighted per image. A row of weight ``w`` is therefore read
 ``floor(w)`` times per epoch, plus once more for a seeded fraction ``w - floor(w)`` of such
@@ -50,10 +55,56 @@ def _decode_one(job) -> None:
     write_packed_png(mask_path, packed)
 
 
-def _meta(csv_path: Path, data: Path) -> dict:
+def _meta(csv_path: Path, data: Path, spec=None) -> dict:
     st = os.stat(csv_path)
-    return {"version": PSEUDO_VERSION, "csv": str(csv_path.resolve()),
+    meta = {"version": PSEUDO_VERSION, "csv": str(csv_path.resolve()),
             "csv_stamp": f"{st.st_size}:{st.st_mtime_ns}", "data": str(data.resolve())}
+    if spec is not None:  # another class list decodes the same CSV differently
+        meta["classes"] = list(spec.classes)
+    return meta
+
+
+def _images_folder(data: str | Path, spec) -> Path:
+    """Where a described data set's unlabelled images are: ``data``, or the ``images``
+    folder of the description found in it (which must match the training data's)."""
+    from hbseg.data.spec import find_spec, load_spec
+
+    data = Path(data)
+    found = find_spec(data) if data.is_dir() else None
+    if found is None:
+        return data
+    theirs = load_spec(found)
+    if theirs.classes != spec.classes or theirs.channels != spec.channels:
+        raise ConfigError(f"--pseudo-data describes {theirs.num_classes} classes of "
+                          f"{theirs.channels}-channel images ({', '.join(theirs.classes[:6])}); the "
+                          f"training data {spec.name!r} has {spec.num_classes} of {spec.channels} "
+                          f"({', '.join(spec.classes[:6])})", found)
+    return data / theirs.images
+
+
+def _described_images(folder: Path) -> pd.DataFrame:
+    """``<name>.png`` or ``<group>/<name>.png`` under ``folder``, as scan_split's rows
+    (``id`` is the group, or the image's stem when it has none)."""
+    from hbseg.data.images import png_header
+
+    if not folder.is_dir():
+        raise DataError("--pseudo-data: images folder not found", folder)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".png" and p.is_file()
+                   and len(p.relative_to(folder).parts) <= 2)
+    if not paths:
+        raise DataError("--pseudo-data: no PNG images (expected <name>.png or "
+                        "<group>/<name>.png)", folder)
+    rows = []
+    for p in paths:
+        rel, info = p.relative_to(folder), png_header(p)
+        rows.append({"id": rel.parts[0] if len(rel.parts) > 1 else rel.stem, "image_name": p.name,
+                     "image_path": str(p), "height": info["height"], "width": info["width"]})
+    df = pd.DataFrame(rows)
+    if df["image_name"].duplicated().any():
+        dup = df["image_name"][df["image_name"].duplicated()].iloc[0]
+        raise DataError(f"image name {dup!r} appears in more than one folder; submission rows "
+                        "are keyed by file name", folder)
+    return df
 
 
 def _load(out: Path) -> pd.DataFrame:
@@ -63,29 +114,35 @@ def _load(out: Path) -> pd.DataFrame:
 
 
 def build_pseudo_cache(csv_path: str | Path, data: str | Path, out: str | Path,
-                       workers: int = 1, progress: bool = True) -> pd.DataFrame:
+                       workers: int = 1, progress: bool = True, spec=None) -> pd.DataFrame:
     """Decode ``csv_path``'s masks for the images under ``data`` into ``out``; returns
     the index (absolute ``image_path`` and ``mask_path``). Nothing is written when ``out``
-    already holds this CSV's masks."""
+    already holds this CSV's masks. ``spec``: the training data's ``DatasetSpec`` (its
+    class names and image layout); ``None``, the hands."""
     from hbseg.atomic import atomic_dir
     from hbseg.data.layout import resolve_split, scan_split
     from hbseg.infer.csv_io import Submission, read_submission
 
     csv_path, out = Path(csv_path), Path(out)
-    split_dir = resolve_split(data, "test")
-    meta = _meta(csv_path, split_dir) if csv_path.is_file() else None
+    folder = resolve_split(data, "test") if spec is None else _images_folder(data, spec)
+    meta = _meta(csv_path, folder, spec) if csv_path.is_file() else None
     try:
         if meta is not None and json.loads((out / "meta.json").read_text()) == meta:
             return _load(out)
     except (OSError, ValueError):
         pass
-    sub = read_submission(csv_path)
-    images = scan_split(split_dir, labelled=False, exclude=())
+    if spec is None:
+        sub = read_submission(csv_path)
+        images = scan_split(folder, labelled=False, exclude=())
+    else:
+        sub = read_submission(csv_path, spec.classes)
+        images = _described_images(folder)
     known = set(images["image_name"])
     for name in sub.images:
         if name not in known:
-            raise DataError(f"line {sub.line_of(name, 0)}: image {name!r} is not in "
-                            f"{split_dir} (no DCM/ID*/{name})", csv_path)
+            where = f"{folder} (no DCM/ID*/{name})" if spec is None else str(folder)
+            raise DataError(f"line {sub.line_of(name, 0)}: image {name!r} is not in {where}",
+                            csv_path)
     df = images[images["image_name"].isin(set(sub.images))].reset_index(drop=True)
     if df.empty:
         raise DataError("the CSV labels no image", csv_path)
@@ -125,32 +182,40 @@ def expand_by_weight(index: pd.DataFrame, seed: int) -> pd.DataFrame:
     return index.loc[np.repeat(np.arange(len(index)), whole + extra)].reset_index(drop=True)
 
 
-def add_pseudo_labels(cfg, train_index: pd.DataFrame, main: bool = True) -> pd.DataFrame:
+def add_pseudo_labels(cfg, train_index: pd.DataFrame, main: bool = True,
+                      labelled: pd.DataFrame | None = None) -> pd.DataFrame:
     """``train_index`` plus ``cfg.pseudo``'s images, repeated by ``cfg.pseudo_weight``.
+    ``labelled``: every labelled row (validation included, default ``train_index``); a
+    pseudo image among them is an error, as it would train on its own label or leak into
+    validation.
 
     Rank 0 decodes the CSV (the other ranks wait and get its error, if any)."""
-    from hbseg.data import default_cache_dir
-
     from . import ddp
+    from .trainer import dataset_spec, run_cache_dir
 
-    cache_dir = Path(cfg.cache) if cfg.cache else default_cache_dir(cfg.data)
-    out = pseudo_cache_dir(cache_dir, cfg.pseudo, cfg.pseudo_data)
+    spec = dataset_spec(cfg)
+    out = pseudo_cache_dir(run_cache_dir(cfg, spec), cfg.pseudo, cfg.pseudo_data)
     err = None
     if main:
         try:
             print(f"pseudo-labels from {cfg.pseudo} in {out}", file=sys.stderr)
-            build_pseudo_cache(cfg.pseudo, cfg.pseudo_data, out, max(1, cfg.workers),
-                               cfg.progress)
+            build_pseudo_cache(cfg.pseudo, cfg.pseudo_data, out, max(1, cfg.workers_for()),
+                               cfg.progress, spec=spec)
         except Exception as e:  # noqa: BLE001 - forwarded to every rank
             err = e
     err = ddp.broadcast_object(err)
     if err is not None:
         raise err
     pseudo = _load(out)
-    clash = sorted(set(pseudo["image_name"]) & set(train_index["image_name"]))
+    labelled = train_index if labelled is None else labelled
+    clash = sorted(set(pseudo["image_name"]) & set(labelled["image_name"]))
     if clash:
-        raise ConfigError(f"--pseudo-data holds labelled training images ({clash[0]}, "
-                          f"{len(clash)} in all); point it at unlabelled images (ROOT/test)")
+        where = "ROOT/test" if spec is None else "a folder of them"
+        val = set(clash) - set(train_index["image_name"])
+        what = ("validation images: their labels would leak into training" if val
+                else "labelled training images")
+        raise ConfigError(f"--pseudo-data holds {what} ({sorted(val or clash)[0]}, "
+                          f"{len(clash)} labelled in all); point it at unlabelled images ({where})")
     from .trainer import check_against_index
 
     check_against_index(cfg, pseudo)  # a --crop must fit these images too

@@ -47,17 +47,24 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
 
 
 # -- data ---------------------------------------------------------------------------------
+def run_cache_dir(cfg: TrainConfig, spec=None) -> Path:
+    """The run's mask cache: ``--cache``, else ``DATA/hbseg-cache`` for a described data set
+    (``spec``), else the hands' default beside their JSON."""
+    from hbseg.data import default_cache_dir
+
+    if cfg.cache:
+        return Path(cfg.cache)
+    return Path(cfg.data) / "hbseg-cache" if spec is not None else default_cache_dir(cfg.data)
+
+
 def prepare_index(cfg: TrainConfig, main: bool = True) -> pd.DataFrame:
     """The mask-cache index for ``cfg.data``; the cache is built first if it is missing
     (by rank 0 only; the other ranks wait and get rank 0's error if it fails)."""
-    from hbseg.data import default_cache_dir, load_cache_index
+    from hbseg.data import load_cache_index
     from hbseg.data.spec import cache_spec, resolve_spec
 
     spec = resolve_spec(cfg.data, cfg.spec)
-    if cfg.cache:
-        cache_dir = Path(cfg.cache)
-    else:
-        cache_dir = Path(cfg.data) / "hbseg-cache" if spec is not None else default_cache_dir(cfg.data)
+    cache_dir = run_cache_dir(cfg, spec)
     if spec is not None and (cache_dir / "index.csv").is_file() and cache_spec(cache_dir) != spec:
         raise ConfigError("this mask cache was built from another data set description; rebuild "
                           "it with `hbseg-data cache ROOT --spec FILE --force`", cache_dir)
@@ -229,19 +236,16 @@ class _Run:
         if self.spec is not None and cfg.loader == "baseline":
             raise ConfigError("--loader baseline reads the hands' JSON only; use --loader dali or "
                               "torch for this data set")
-        if self.spec is not None and cfg.pseudo is not None:
-            raise ConfigError("--pseudo reads test images in the hands' layout (test/DCM/ID*/) "
-                              f"only, not data set {self.spec.name!r}")
         self.class_names = CLASSES if self.spec is None else self.spec.classes
         check_against_index(cfg, index)
         from hbseg.data.split import apply_split
 
-        self.train_index, self.val_index = split_folds(apply_split(index, cfg.split, cfg.data),
-                                                       cfg.fold)
+        index = apply_split(index, cfg.split, cfg.data, described=self.spec is not None)
+        self.train_index, self.val_index = split_folds(index, cfg.fold)
         if cfg.pseudo is not None:  # extra training rows, repeated by weight (pseudo.py)
             from .pseudo import add_pseudo_labels
 
-            self.train_index = add_pseudo_labels(cfg, self.train_index, self.main)
+            self.train_index = add_pseudo_labels(cfg, self.train_index, self.main, labelled=index)
         self.amp = resolve_amp(cfg.amp, self.device)
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

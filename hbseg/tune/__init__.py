@@ -7,7 +7,7 @@ reads them. Heavy modules load on first use of a name.
 
 from __future__ import annotations
 
-import importlib
+from hbseg.lazy import lazy_exports
 
 __all__ = ["TuneConfig", "run_tune", "OofConfig", "OofSet", "predict_oof", "load_oof",
            "dice_at_cuts", "dice_at_min_sizes", "component_stats", "format_report"]
@@ -19,11 +19,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

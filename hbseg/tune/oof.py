@@ -4,9 +4,11 @@
     OOF/oof.json   class names, the quantisation, the checkpoint of each fold, the options
     OOF/ID/<stem>.npy   [C, H, W] uint8: round(p * 255), at the image's original size
 
-uint8 rather than float16: half the disk (29 MB for a 2048² image instead of 58), and
-the tuner bins probabilities into 256 levels anyway. A threshold ``t`` of hbseg-infer
-(``p > t``) is ``q > 255 t`` here, exact to half a level (0.002).
+uint8 rather than float16: half the disk (the hands' 29 classes: 29 MB for a 2048² image
+instead of 58), and the tuner bins probabilities into 256 levels anyway. ``C`` is the
+class count of the data the folds were trained on (the hands' 29, or a description's).
+A threshold ``t`` of hbseg-infer (``p > t``) is ``q > 255 t`` here, exact to half a level
+(0.002).
 """
 
 from __future__ import annotations
@@ -69,15 +71,52 @@ def quantize(probs) -> np.ndarray:
     return t.float().mul(LEVELS).round_().clamp_(0, LEVELS).to(torch.uint8).cpu().numpy()
 
 
-def _oof_rows(cfg: OofConfig) -> tuple[pd.DataFrame, dict[int, Path]]:
-    """The validation rows of every fold to predict, and each fold's checkpoint."""
-    from hbseg.data import default_cache_dir, load_cache_index
+def _kfold_data(base) -> tuple[Path, tuple[str, ...], int]:
+    """The mask cache the folds were trained on, its class names and image channels: the
+    hands' 29 grey classes, or those of the data set description (as ``prepare_index``)."""
+    from hbseg.data.classes import CLASSES
+    from hbseg.data.spec import cache_spec
+    from hbseg.train.trainer import dataset_spec, run_cache_dir
+
+    spec = dataset_spec(base)
+    cache_dir = run_cache_dir(base, spec)
+    if spec is None:
+        return cache_dir, tuple(CLASSES), 1
+    if (cache_dir / "meta.json").is_file() and cache_spec(cache_dir) != spec:
+        raise ConfigError("this mask cache was built from another data set description than "
+                          "the k-fold run's; rebuild it with `hbseg-data cache ROOT --force`",
+                          cache_dir)
+    return cache_dir, spec.classes, spec.channels
+
+
+def _check_checkpoints(ckpts: dict[int, Path], classes: tuple[str, ...], channels: int) -> None:
+    """Every fold's model must predict the data set's classes from its channels; checked on
+    the cards before any fold runs, so a stray checkpoint stops nothing half-way."""
+    from hbseg.data.spec import check_same_classes
+    from hbseg.errors import CheckpointError
+    from hbseg.models import ModelCard, read_checkpoint
+
+    for ck in ckpts.values():
+        card = ModelCard.from_dict(read_checkpoint(ck)["card"])
+        check_same_classes(card.class_names, classes, ck)
+        if card.in_channels != channels:
+            raise CheckpointError(f"the checkpoint takes {card.in_channels}-channel images but "
+                                  f"the k-fold run's data has {channels}-channel images", ck)
+
+
+def _oof_rows(cfg: OofConfig) -> tuple[pd.DataFrame, dict[int, Path], tuple[str, ...]]:
+    """The validation rows of every fold to predict, each fold's checkpoint, and the class
+    names of the data the folds were trained on."""
+    from hbseg.data import load_cache_index
     from hbseg.data.split import apply_split
     from hbseg.train.kfold import list_fold_dirs, load_kfold_config
+    from hbseg.train.trainer import dataset_spec
 
     base = load_kfold_config(cfg.kfold_dir)
-    index = load_cache_index(Path(base.cache) if base.cache else default_cache_dir(base.data))
-    index = apply_split(index, base.split, base.data)  # the folds the models were trained on
+    cache_dir, classes, channels = _kfold_data(base)
+    index = load_cache_index(cache_dir)
+    # the folds the models were trained on
+    index = apply_split(index, base.split, base.data, described=dataset_spec(base) is not None)
     runs = list_fold_dirs(cfg.kfold_dir)
     if cfg.folds is None:
         folds = [k for k, run in runs.items() if (run / cfg.checkpoint).is_file()]
@@ -92,11 +131,26 @@ def _oof_rows(cfg: OofConfig) -> tuple[pd.DataFrame, dict[int, Path]]:
         if not ck.is_file():
             raise DataError(f"fold {k} has no {cfg.checkpoint}", ck.parent)
         ckpts[k] = ck
+    _check_checkpoints(ckpts, classes, channels)
     rows = index[index["fold"].isin(folds)].copy()
     if rows.empty:
         raise DataError(f"folds {folds} hold no images in the mask cache", cfg.kfold_dir)
     rows["file"] = [f"{i}/{Path(n).stem}.npy" for i, n in zip(rows["id"], rows["image_name"], strict=True)]
-    return rows.reset_index(drop=True), ckpts
+    return rows.reset_index(drop=True), ckpts, classes
+
+
+def _check_kept(out: Path, classes: tuple[str, ...], overwrite: bool) -> None:
+    """Files already in ``out`` are kept, so they must be of the same class list."""
+    if overwrite or not (out / OOF_META).is_file():
+        return
+    try:
+        had = tuple(json.loads((out / OOF_META).read_text())["class_names"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unreadable: rewritten at the end, and each .npy's shape is checked on load
+    if had != classes:
+        raise DataError(f"holds OOF probabilities of another class list ({len(had)} classes; "
+                        f"this k-fold run has {len(classes)}); pass --overwrite or another --out",
+                        out)
 
 
 def estimate_bytes(rows: pd.DataFrame, num_classes: int) -> int:
@@ -109,15 +163,16 @@ def predict_oof(cfg: OofConfig, echo: Callable[[str], None] = print) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from hbseg.data.classes import CLASSES
+    from hbseg.data.spec import check_same_classes
     from hbseg.infer.predictor import Predictor
     from hbseg.infer.preprocess import open_loader
 
-    rows, ckpts = _oof_rows(cfg)
+    rows, ckpts, classes = _oof_rows(cfg)
     out = check_writable_dir(cfg.out)
-    need = estimate_bytes(rows, len(CLASSES))
+    _check_kept(out, classes, cfg.overwrite)
+    need = estimate_bytes(rows, len(classes))
     todo = rows if cfg.overwrite else rows[[not (out / f).is_file() for f in rows["file"]]]
-    need_now = estimate_bytes(todo, len(CLASSES)) if len(todo) else 0
+    need_now = estimate_bytes(todo, len(classes)) if len(todo) else 0
     free = shutil.disk_usage(out).free
     echo(f"OOF: {len(rows)} images in folds {sorted(ckpts)}: {need / 1e6:.1f} MB as uint8 "
          f"({need_now / 1e6:.1f} MB still to write; {free / 1e9:.1f} GB free in {out})")
@@ -131,8 +186,7 @@ def predict_oof(cfg: OofConfig, echo: Callable[[str], None] = print) -> dict:
         predictor = Predictor(
             [str(ck)], device=cfg.device, window=cfg.window, stride=cfg.stride, sigma=cfg.sigma,
             tta_hflip=cfg.tta_hflip, scales=cfg.scales, batch_size=cfg.batch_size, amp=cfg.amp)
-        if tuple(predictor.class_names) != tuple(CLASSES):
-            raise DataError("the checkpoint predicts other classes than hbseg's 29", ck)
+        check_same_classes(predictor.class_names, classes, ck)  # the card, as checked above
         described[str(k)] = {"checkpoint": str(ck), **predictor.describe()}
         if fold_rows.empty:
             continue
@@ -161,7 +215,7 @@ def predict_oof(cfg: OofConfig, echo: Callable[[str], None] = print) -> dict:
     cols = ["image_name", "id", "fold", "height", "width", "file", "mask_path"]
     with atomic_path(out / OOF_INDEX) as tmp:
         rows[cols].to_csv(tmp, index=False)
-    meta = {"class_names": list(CLASSES), "dtype": "uint8", "levels": LEVELS,
+    meta = {"class_names": list(classes), "dtype": "uint8", "levels": LEVELS,
             "kfold_dir": str(cfg.kfold_dir), "options": cfg.to_dict(), "folds": described}
     atomic_write_text(out / OOF_META, json.dumps(meta, indent=2) + "\n")
     return {"out": str(out), "images": len(rows), "predicted": len(todo),

@@ -12,8 +12,11 @@
     Scaphoid: "Sca", Lunate: "Lun", Triquetrum: "Tri", Pisiform: "Pis", Radius: "Rad", Ulna: "Uln" };
   const abbr = (c) => ABBR[c] || c.replace("finger-", "f");
   const ERR = { tp: [46, 204, 113], fp: [255, 59, 92], fn: [56, 150, 255], wrong: [255, 208, 0] };
+  // the page's word for a class: "bone" for the hands, "class" for any other data set
+  const UNIT = D ? D.unit || "bone" : "bone";
+  const UNITS = UNIT === "class" ? "classes" : `${UNIT}s`;
   const ERR_NAMES = { tp: "true positive", fp: "false positive", fn: "false negative",
-    wrong: "another bone (FP and FN)" };
+    wrong: `another ${UNIT} (FP and FN)` };
   const MASK_CACHE = 4;  // images whose decoded masks stay in memory (16 MB per 2048² layer)
 
   const state = {
@@ -468,9 +471,9 @@
     const ks = [];
     for (let k = 0; k < N; k++) if (state.visible & 2 ** k) ks.push(k);
     for (const p of panels) {
-      if (p.model < 0) { p.dice.textContent = `${ks.length}/${N} bones`; continue; }
+      if (p.model < 0) { p.dice.textContent = `${ks.length}/${N} ${UNITS}`; continue; }
       const d = im.dice[p.model];
-      p.dice.textContent = ks.length ? `Dice ${fmt(mean(ks.map((k) => d[k])))}${ks.length < N ? " (shown bones)" : ""}` : "";
+      p.dice.textContent = ks.length ? `Dice ${fmt(mean(ks.map((k) => d[k])))}${ks.length < N ? ` (shown ${UNITS})` : ""}` : "";
       p.dice.style.color = ks.length ? heat(mean(ks.map((k) => d[k]))) : "";
     }
   }
@@ -522,6 +525,8 @@
     if (typeof DecompressionStream === "undefined") {
       showError("This browser lacks DecompressionStream (Chrome 80+, Firefox 113+, Safari 16.4+): masks cannot be shown.");
     }
+    $("#mode-classes").textContent = UNITS;
+    $("#hint-unit").textContent = UNIT;
     buildHeader();
     buildControls();
     buildPanels();
