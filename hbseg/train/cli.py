@@ -24,6 +24,10 @@ LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, metavar="FILE",
+              help="YAML/JSON training settings (any of a run's config.yaml, e.g. augment: "
+                   "{rotate_limit: 25}); options given here override the file.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path),
               help="Data root (holding train/DCM, train/outputs_json).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
@@ -126,6 +130,7 @@ def train(ctx: click.Context, **opts) -> None:
       hbseg-train --data data --loader dali --device cpu --encoder resnet18 --size 256 --out runs/a
       torchrun --nproc_per_node=4 -m hbseg.train.cli --data data --out runs/ddp
       hbseg-train --resume runs/a --epochs 40
+      hbseg-train --config runs/a/config.yaml --lr 3e-4 --out runs/b
     """
     opts.pop("debug")
     resume, overwrite = opts.pop("resume"), opts.pop("overwrite")
@@ -163,6 +168,20 @@ def _resolve(opts: dict, given: dict, resume: Path | None):
 
     from .config import TrainConfig
 
+    config = opts.pop("config", None)
+    given.pop("config", None)
+    for name in ("data", "cache", "spec", "out", "weights", "pseudo", "pseudo_data"):
+        if opts.get(name) is not None:
+            opts[name] = str(opts[name])
+            if name in given:
+                given[name] = opts[name]
+    if config is not None:
+        if resume is not None:
+            raise ConfigError("--config starts a new run; --resume continues one with its own "
+                              "settings (give the options to change instead)")
+        from .config import read_train_settings
+
+        opts.update({k: v for k, v in read_train_settings(config).items() if k not in given})
     device = opts["device"]
     if device is not None and not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
@@ -172,11 +191,6 @@ def _resolve(opts: dict, given: dict, resume: Path | None):
         opts["grad_clip"] = None
         if "grad_clip" in given:
             given["grad_clip"] = None
-    for name in ("data", "cache", "spec", "out", "weights", "pseudo", "pseudo_data"):
-        if opts.get(name) is not None:
-            opts[name] = str(opts[name])
-            if name in given:
-                given[name] = opts[name]
     if resume is not None:
         from hbseg.models import read_checkpoint
 
@@ -206,7 +220,10 @@ def _resolve(opts: dict, given: dict, resume: Path | None):
         raise ConfigError(f"unknown --arch {opts['arch']!r}{hint} Valid: {', '.join(list_models())}")
     opts["arch"] = opts["arch"].lower()
     opts["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return TrainConfig(**opts)
+    try:
+        return TrainConfig.from_dict(opts)
+    except TypeError as e:  # a settings file's value of the wrong kind
+        raise ConfigError(f"invalid training settings ({e})", config) from None
 
 
 main = main_entry(train)

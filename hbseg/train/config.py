@@ -193,6 +193,55 @@ class TrainConfig:
         return replace(self, **changes)
 
 
+def _fits(value, annotation: str) -> bool:
+    """Whether a YAML/JSON value fits a field annotated ``annotation`` (as a string)."""
+    if value is None:
+        return "None" in annotation
+    ok = {"bool": lambda v: isinstance(v, bool),
+          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "str": lambda v: isinstance(v, str)}
+    for part in annotation.split(" | "):
+        if part.startswith("tuple["):
+            inner = part[6:-1].split(", ")[0]
+            if isinstance(value, (list, tuple)) and all(ok[inner](v) for v in value):
+                return True
+        elif part in ok and ok[part](value):
+            return True
+    return False
+
+
+def _check_keys(d: dict, cls, where: str, path: Path) -> None:
+    import difflib
+
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    for key, value in d.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown setting {where + str(key)!r}{hint}", path)
+        kind = fields[key]
+        if kind not in ("AugmentConfig", "NormalizeConfig") and not _fits(value, kind):
+            raise ConfigError(f"{where}{key} is {value!r}; expected {kind}", path)
+
+
+def read_train_settings(path: str | Path) -> dict:
+    """The settings in a YAML/JSON file for ``hbseg-train --config``: any ``TrainConfig``
+    fields (a run's ``config.yaml`` has them all), ``augment`` and ``normalize`` as
+    mappings of their own fields. Unknown names are errors naming the closest one."""
+    from hbseg.settings_file import read_mapping
+
+    path = Path(path)
+    d = read_mapping(path, "training settings file")
+    _check_keys(d, TrainConfig, "", path)
+    for key, cls in (("augment", AugmentConfig), ("normalize", NormalizeConfig)):
+        if key in d:
+            if not isinstance(d[key], dict):
+                raise ConfigError(f"{key!r} must be a mapping of its settings", path)
+            _check_keys(d[key], cls, f"{key}.", path)
+    return d
+
+
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as JSON (``.json``) or YAML, atomically."""
     from hbseg.atomic import atomic_write_text

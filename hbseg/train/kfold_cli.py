@@ -83,6 +83,9 @@ def train(ctx: click.Context, folds, out, resume, overwrite, **opts) -> None:
         if resume is not None:
             if out is not None and out.resolve() != resume.resolve():
                 raise ConfigError("--resume continues in its own folder; leave out --out")
+            if opts.get("config") is not None:
+                raise ConfigError("--config starts a new k-fold run; --resume continues one "
+                                  "with its own settings")
             saved = load_kfold_config(resume)
             typed = _normalise(given)
             base = resume_config(saved, {**typed, "out": str(resume)})
