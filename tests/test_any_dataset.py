@@ -157,7 +157,13 @@ def test_data_cli_takes_a_spec_file(tmp_path, monkeypatch, capsys):
     assert cache_spec(root / "hbseg-cache") == load_spec(spec_file)
     spec_file.rename(root / "hbseg-dataset.yaml")
     assert run_main(main, ["check", root], monkeypatch) == 0
-    assert "2 images of 'synthetic-spine' (6 classes, polygon-json) are valid" in capsys.readouterr().out
+    assert "2 images of 'synthetic-spine' (6 classes, polygon-json) in" in capsys.readouterr().out
+    # the baseline's GroupKFold deals a described data set's groups too
+    many = tmp_path / "many"
+    generate_shapes(many, ShapesConfig(kind="spine", images=10, size=32))
+    assert run_main(main, ["check", many, "--fold-split", "groupkfold"], monkeypatch) == 0
+    out = capsys.readouterr().out
+    assert "in 5 groups are valid; images per fold: {0: 2, 1: 2, 2: 2, 3: 2, 4: 2}" in out
 
 
 def test_training_refuses_a_cache_of_another_description(shapes, tmp_path):

@@ -42,7 +42,8 @@ def clean_probs(gt: np.ndarray) -> np.ndarray:
     return np.where(gt == 1, 0.9, 0.1).astype(np.float32)
 
 
-def write_oof(folder: Path, gts: list[np.ndarray], probs: list[np.ndarray], folds: list[int]) -> Path:
+def write_oof(folder: Path, gts: list[np.ndarray], probs: list[np.ndarray], folds: list[int],
+              class_names=CLASSES) -> Path:
     """An OOF folder in the format ``hbseg-kfold oof`` writes, masks in a cache beside it."""
     masks = folder.parent / f"{folder.name}-masks"
     masks.mkdir(parents=True, exist_ok=True)
@@ -52,10 +53,11 @@ def write_oof(folder: Path, gts: list[np.ndarray], probs: list[np.ndarray], fold
         name = f"img{i:03d}.png"
         write_packed_png(masks / f"{i}.png", pack_masks(gt))
         np.save(folder / "P" / f"img{i:03d}.npy", quantize(torch.from_numpy(p)))
-        rows.append(f"{name},P,{f},{S},{S},P/img{i:03d}.npy,{masks / f'{i}.png'}")
+        h, w = gt.shape[1:]
+        rows.append(f"{name},P,{f},{h},{w},P/img{i:03d}.npy,{masks / f'{i}.png'}")
     (folder / OOF_INDEX).write_text("image_name,id,fold,height,width,file,mask_path\n"
                                     + "\n".join(rows) + "\n")
-    (folder / OOF_META).write_text(json.dumps({"class_names": list(CLASSES), "dtype": "uint8",
+    (folder / OOF_META).write_text(json.dumps({"class_names": list(class_names), "dtype": "uint8",
                                                "levels": LEVELS}))
     return folder
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from pathlib import Path
@@ -79,15 +80,23 @@ def _check_model(arch: str, encoder: str) -> None:
             raise click.BadParameter(f"unknown name {name!r}{hint}", param_hint=opt)
 
 
-def _data_options(f):
+_HANDS_DATA_HELP = ("Data root (train/DCM/ID*/*.png with outputs_json); the mask cache is "
+                    "built if missing.")
+_ANY_DATA_HELP = ("Data root: the hands (train/DCM/ID*/*.png with outputs_json) or any data set "
+                  "described by ROOT/hbseg-dataset.yaml (its cache in ROOT/hbseg-cache, as "
+                  "hbseg-train keeps it); the mask cache is built or refreshed if needed.")
+
+
+def _data_options(f, data_help: str = _HANDS_DATA_HELP):
     f = click.option("--workers-prep", "prep_workers", type=click.IntRange(1), default=None,
                      help="Processes for generating data and the mask cache [default: every core].")(f)
     f = click.option("--synth-size", type=click.IntRange(64), default=2048, show_default=True,
                      help="Side of the synthetic images made by --synth.")(f)
     f = click.option("--synth", "synth_ids", type=click.IntRange(1), default=None,
-                     help="If ROOT holds no data set, generate N synthetic patients (2N images) there.")(f)
+                     help="If ROOT holds no data set, generate N synthetic hand patients (2N images) "
+                          "there; ignored when ROOT holds one.")(f)
     f = click.option("--data", "data", required=True, type=click.Path(file_okay=False, path_type=Path),
-                     help="Data root (train/DCM/ID*/*.png with outputs_json); the mask cache is built if missing.")(f)
+                     help=data_help)(f)
     return f
 
 
@@ -98,9 +107,10 @@ def bench() -> None:
 
 
 @bench.command()
-@_data_options
+@functools.partial(_data_options, data_help=_ANY_DATA_HELP)
 @click.option("--loaders", "loaders", default=None,
-              help="Comma-separated back-ends [default: baseline,torch,dali (+dali-cache on CUDA)].")
+              help="Comma-separated back-ends [default: baseline,torch,dali (+dali-cache on CUDA); "
+                   "baseline reads the hands only and is left out for a described data set].")
 @click.option("--size", default=1024, show_default=True, type=click.IntRange(16), help="Training image side.")
 @click.option("--arch", default="unet", show_default=True)
 @click.option("--encoder", default="efficientnet-b2", show_default=True)
@@ -133,21 +143,25 @@ def loaders(data: Path, synth_ids: int | None, synth_size: int, prep_workers: in
             timeout_s: float, notes: tuple[str, ...], out: Path, debug: bool) -> None:
     """Epoch time, throughput, CPU cost and data wait of every loader, side by side,
     against the baseline and the no-loading bound."""
+    from hbseg.data.spec import resolve_spec
+
     from .config import BenchConfig
-    from .loaders_bench import prepare_data, run_loaders_bench
+    from .loaders_bench import loaders_for_data, prepare_data, run_loaders_bench
+
+    def log(msg: str) -> None:
+        click.echo(msg, err=True)
 
     device = _resolve_device(device)
+    # baseline on a described data set: dropped from the default list, an error when named
+    kinds = loaders_for_data(_parse_loaders(loaders, device), resolve_spec(data),
+                             explicit=loaders is not None, log=log)
     cfg = BenchConfig(
-        data=str(data), loaders=_parse_loaders(loaders, device), size=size, arch=arch,
+        data=str(data), loaders=kinds, size=size, arch=arch,
         encoder=encoder, batch_size=batch_size, workers=workers, cpus=_parse_cpus(cpus),
         epochs=epochs, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
         steps_limit=steps_limit, amp=amp, device=device, seed=seed, timeout_s=timeout_s,
     )
     _check_model(arch, encoder)
-
-    def log(msg: str) -> None:
-        click.echo(msg, err=True)
-
     prepare_data(data, synth_ids, synth_size, seed, prep_workers, log=log)
     command = "hbseg-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = run_loaders_bench(cfg, out, log=log, command=command, notes=list(notes))

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from hbseg.atomic import atomic_path, atomic_write_text, check_writable_dir
 from hbseg.errors import ConfigError
+from hbseg.train.metrics_file import read_metrics
 
 __all__ = ["STEPS", "KitConfig", "StepResult", "run_step", "ensure_data", "real_hands_dir",
            "default_out", "default_work", "dry_requested"]
@@ -458,19 +459,6 @@ def _step_bench(cfg: KitConfig, d: Path, clock: _Clock, notes: dict, cpus: int) 
     return ok, line
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    recs = []
-    try:
-        for line in path.read_text().splitlines():
-            try:
-                recs.append(json.loads(line))
-            except ValueError:
-                continue  # a line being written
-    except OSError:
-        pass
-    return recs
-
-
 def _step_quality(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool, str]:
     root = ensure_data(cfg)
     run = Path(cfg.work) / "runs" / "quality"
@@ -482,7 +470,7 @@ def _step_quality(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[
     except (OSError, ValueError):
         same = False
     resume = same and (run / "last.pt").is_file()
-    before = len(_read_metrics(run / "metrics.jsonl")) if resume else 0
+    before = len(read_metrics(run / "metrics.jsonl")) if resume else 0
     if before >= cfg.quality_epochs:
         return _quality_report(cfg, run, d, before, 0, "finished")
     if resume:
@@ -500,7 +488,7 @@ def _step_quality(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[
     if cfg.quality_slice_epochs:
         cmd += ["--stop-after", str(before + cfg.quality_slice_epochs)]
     rc = _train_until(cmd, run, d / "train.log", clock, notes, _threads(cfg))
-    done = len(_read_metrics(run / "metrics.jsonl"))
+    done = len(read_metrics(run / "metrics.jsonl"))
     state = "finished" if done >= cfg.quality_epochs else "continue with: hbseg-bench kit quality"
     ok, line = _quality_report(cfg, run, d, done, done - before, state)
     notes["quality"] = json.loads((d / "quality.json").read_text())
@@ -522,7 +510,7 @@ def _train_until(cmd: list[str], run: Path, log_path: Path, clock: _Clock, notes
         try:
             while proc.poll() is None:
                 time.sleep(0.5)
-                secs = [r.get("epoch_seconds") or 0 for r in _read_metrics(run / "metrics.jsonl")]
+                secs = [r.get("epoch_seconds") or 0 for r in read_metrics(run / "metrics.jsonl")]
                 epoch_s = max(secs[-3:]) if secs else 0.0
                 if asked == 0 and clock.left() < 1.2 * epoch_s + slack:
                     proc.send_signal(signal.SIGINT)
@@ -539,7 +527,7 @@ def _train_until(cmd: list[str], run: Path, log_path: Path, clock: _Clock, notes
 
 
 def _quality_report(cfg: KitConfig, run: Path, d: Path, done: int, new: int, state: str):
-    recs = _read_metrics(run / "metrics.jsonl")
+    recs = read_metrics(run / "metrics.jsonl")
     for name in ("metrics.jsonl", "config.yaml", "curves.png", "kit-run.json"):
         if (run / name).is_file():
             shutil.copy2(run / name, d / name)

@@ -6,6 +6,10 @@ core affinity, and a crash or a hang in one loader (killed after ``timeout_s``) 
 recorded as that loader's failure while the others carry on. What one subprocess
 measures is described in ``hbseg.benchmarks.measure``.
 
+Any data set works: the hands, or a folder described by ``hbseg-dataset.yaml`` (its
+cache, channels, classes and normalisation chosen as ``hbseg-train`` chooses them). The
+``baseline`` loader rasterises the hands' JSON polygons, so it is hands-only.
+
 Outputs in ``OUT``: ``results.json`` (config, machine, dataset, every run with its
 per-epoch numbers and medians, ratios), ``table.md`` (the Markdown table also printed),
 ``loaders.png`` and ``logs/`` (each subprocess's output).
@@ -24,15 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hbseg.atomic import atomic_write_text, check_writable_dir
-from hbseg.errors import DataError
+from hbseg.errors import ConfigError, DataError
 
 from .affinity import thread_env
 from .config import BenchConfig
 
-__all__ = ["SCHEMA", "run_loaders_bench", "prepare_data", "add_ratios", "merge_results",
-           "write_outputs", "METHOD"]
+__all__ = ["SCHEMA", "run_loaders_bench", "prepare_data", "loaders_for_data",
+           "HANDS_ONLY_LOADERS", "add_ratios", "merge_results", "write_outputs", "METHOD"]
 
 SCHEMA = "hbseg.bench.loaders/1"
+HANDS_ONLY_LOADERS = ("baseline",)  # rasterise the hands' JSON polygons, read no other labels
 
 METHOD = {
     "process": "each (loader, cpus) pair and the bound run in a fresh subprocess pinned to "
@@ -85,34 +90,86 @@ METHOD = {
 def prepare_data(root: str | Path, synth_ids: int | None = None, synth_size: int = 2048,
                  seed: int = 0, workers: int | None = None,
                  log: Callable[[str], None] = print) -> Path:
-    """Make sure ROOT holds a data set (generating ``synth_ids`` synthetic patients if it
-    is missing and asked to) and an up-to-date mask cache; return the cache folder."""
+    """Make sure ROOT holds a data set and an up-to-date mask cache; return the cache folder.
+
+    A described data set (``ROOT/hbseg-dataset.yaml``) has its cache built or refreshed in
+    ``ROOT/hbseg-cache``, where ``hbseg-train`` keeps it; ``synth_ids`` does not apply to it
+    (it generates synthetic hands, and only into a ROOT that holds no data set). For the hands, ``synth_ids`` synthetic patients
+    are generated when ROOT holds none.
+    """
     from hbseg.data.cache import build_cache, default_cache_dir
     from hbseg.data.layout import IMAGE_DIR
+    from hbseg.data.spec import resolve_spec
 
     root = Path(root)
-    has_data = (root / "train" / IMAGE_DIR).is_dir() or (root / IMAGE_DIR).is_dir()
-    if not has_data:
-        if not synth_ids:
-            raise DataError("no data set here (expected train/DCM/ID*/*.png); pass --synth N "
-                            "to generate N synthetic patients", root)
-        from hbseg.data.synth import SynthConfig, generate_dataset
+    spec = resolve_spec(root)
+    if spec is not None:
+        if synth_ids:
+            log(f"--synth {synth_ids} ignored: {root} already holds data set {spec.name!r} "
+                f"({spec.source}); --synth only fills an empty ROOT with synthetic hands")
+        cache_dir = default_cache_dir(root, spec)
+        summary = build_cache(root, cache_dir, workers=workers, progress=False, spec=spec)
+    else:
+        has_data = (root / "train" / IMAGE_DIR).is_dir() or (root / IMAGE_DIR).is_dir()
+        if not has_data:
+            if not synth_ids:
+                raise DataError("no data set here (expected train/DCM/ID*/*.png, or a "
+                                "description hbseg-dataset.yaml); pass --synth N to generate N "
+                                "synthetic patients", root)
+            from hbseg.data.synth import SynthConfig, generate_dataset
 
-        log(f"generating {synth_ids} synthetic patients ({2 * synth_ids} images, "
-            f"{synth_size} px) in {root}")
-        generate_dataset(root, SynthConfig(ids=synth_ids, size=synth_size, seed=seed),
-                         workers=workers, progress=False)
-    summary = build_cache(root, workers=workers, progress=False)
+            log(f"generating {synth_ids} synthetic patients ({2 * synth_ids} images, "
+                f"{synth_size} px) in {root}")
+            generate_dataset(root, SynthConfig(ids=synth_ids, size=synth_size, seed=seed),
+                             workers=workers, progress=False)
+        cache_dir = default_cache_dir(root)
+        summary = build_cache(root, cache_dir, workers=workers, progress=False)
     if not summary["up_to_date"]:
         log(f"mask cache: {summary['rasterised']} of {summary['images']} masks rasterised")
-    return default_cache_dir(root)
+    return cache_dir
+
+
+def loaders_for_data(loaders: tuple[str, ...], spec, explicit: bool = True,
+                     log: Callable[[str], None] = print) -> tuple[str, ...]:
+    """``loaders`` that can read this data set (``spec``; ``None``: the hands).
+
+    The hands-only loaders (``baseline``) are left out of a default list on a described
+    data set, with a line in the log; asked for by name (``explicit``), they are a
+    ``ConfigError`` before anything runs.
+    """
+    loaders = tuple(loaders)
+    hands_only = [k for k in loaders if k in HANDS_ONLY_LOADERS]
+    if spec is None or not hands_only:
+        return loaders
+    if explicit:
+        raise ConfigError(f"--loaders {hands_only[0]} reads the hands' JSON only and cannot load "
+                          f"data set {spec.name!r}; leave it out (torch, dali and dali-cache "
+                          f"read any described data set)")
+    kept = tuple(k for k in loaders if k not in HANDS_ONLY_LOADERS)
+    if not kept:
+        raise ConfigError(f"no loader left for data set {spec.name!r}: "
+                          f"{', '.join(hands_only)} read the hands only; pass --loaders torch,dali")
+    log(f"{', '.join(hands_only)} left out of the default --loaders: it reads the hands' JSON "
+        f"only, and this is data set {spec.name!r}")
+    return kept
 
 
 def _dataset_info(root: Path, cache_dir: Path) -> dict:
+    """What the run measured: the data set's name, classes and channels (from the cache's
+    description; the hands without one), and the images' count and size."""
     from hbseg.data.cache import load_cache_index
+    from hbseg.data.classes import CLASSES
+    from hbseg.data.spec import cache_spec
 
+    spec = cache_spec(cache_dir)
+    classes = CLASSES if spec is None else spec.classes
     index = load_cache_index(cache_dir)
     return {
+        "name": "hands" if spec is None else spec.name,
+        "description": None if spec is None else spec.to_dict(),
+        "classes": list(classes),
+        "num_classes": len(classes),
+        "channels": 1 if spec is None else spec.channels,
         "root": str(root),
         "cache_dir": str(cache_dir),
         "images": len(index),
@@ -120,6 +177,14 @@ def _dataset_info(root: Path, cache_dir: Path) -> dict:
         "image_height_median": int(index["height"].median()),
         "image_width_median": int(index["width"].median()),
     }
+
+
+def _dataset_note(dataset: dict) -> str:
+    """One line for the table caption naming a described data set."""
+    names = dataset["classes"]
+    shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
+    return (f"data set {dataset['name']!r}: {dataset['num_classes']} classes ({shown}), "
+            f"{dataset['channels']}-channel images; baseline reads the hands only")
 
 
 # --------------------------------------------------------------------------- subprocesses
@@ -240,15 +305,23 @@ def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], No
                       plot: bool = True) -> dict:
     """Measure every loader at every ``--cpus`` value; write results.json, table.md and
     loaders.png into ``out`` and return the results."""
+    from hbseg.data.cache import default_cache_dir
+    from hbseg.data.spec import cache_spec, resolve_spec
+
+    root = Path(cfg.data)
+    spec = resolve_spec(root)
+    loaders_for_data(cfg.loaders, spec)  # a hands-only loader on other data: fail before any run
     out = check_writable_dir(out)
     logs = check_writable_dir(out / "logs")
-    root = Path(cfg.data)
-    from hbseg.data.cache import default_cache_dir
-
-    cache_dir = default_cache_dir(root)
+    cache_dir = default_cache_dir(root, spec)
+    if spec is not None and (cache_dir / "index.csv").is_file() and cache_spec(cache_dir) != spec:
+        raise ConfigError("this mask cache was built from another data set description; "
+                          "refresh it (hbseg-bench loaders --data ROOT does)", cache_dir)
     dataset = _dataset_info(root, cache_dir)
-    log(f"data: {dataset['images']} images from {dataset['patients']} patients, "
-        f"{dataset['image_width_median']}x{dataset['image_height_median']} px -> {cfg.size} px")
+    groups = "patients" if dataset["description"] is None else "groups"
+    log(f"data: {dataset['name']}, {dataset['images']} images from {dataset['patients']} "
+        f"{groups}, {dataset['image_width_median']}x{dataset['image_height_median']} px -> "
+        f"{cfg.size} px, {dataset['channels']} channel(s), {dataset['num_classes']} classes")
 
     from .sysinfo import machine_info
 
@@ -293,6 +366,8 @@ def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], No
 
     add_ratios(runs)
     all_notes = list(notes or [])
+    if dataset["description"] is not None:
+        all_notes.append(_dataset_note(dataset))
     if cfg.steps_limit:
         all_notes.append(f"epochs capped at {cfg.steps_limit} batches (--steps-limit)")
     results = {

@@ -17,19 +17,25 @@ model, AdamW, AMP, loss and batch identical across loaders (the model is initial
 from ``seed`` in every subprocess). The bound runs the same loop and the same number of
 steps over ``bound_batches`` real batches that were read once and stay on the device.
 CUDA is synchronised before and after each timed region.
+
+The data set is whatever the cache was built from (``cache_spec``): the hands, or a
+described data set whose image channels, class count and normalisation set the loader
+and the model exactly as ``hbseg-train`` sets them (``data_layout``).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 
 from .affinity import CpuPlan
 from .config import BenchConfig
 from .cpu_time import ProcessTreeClock
 from .gpu_monitor import GpuMonitor
 
-__all__ = ["measure_loader", "measure_bound", "ResidentLoader", "read_resident_batches"]
+__all__ = ["measure_loader", "measure_bound", "ResidentLoader", "read_resident_batches",
+           "DataLayout", "data_layout"]
 
 
 def _sync(device) -> None:
@@ -53,6 +59,32 @@ def _epoch_sizes(n: int, batch_size: int, steps_limit: int | None) -> list[int]:
 # --------------------------------------------------------------------------- set-up
 
 
+@dataclass(frozen=True)
+class DataLayout:
+    """What loaders and model must agree on for the cached data set: image channels, mask
+    planes (classes) and the normalisation (a ``NormalizeConfig``)."""
+
+    channels: int
+    num_classes: int
+    normalize: object
+
+
+def data_layout(cache_dir) -> DataLayout:
+    """The layout of the data set a cache was built from, as ``hbseg-train`` chooses it:
+    the description's channels and classes (the hands': 1 and 29), and the default
+    normalisation for that many channels (ImageNet RGB statistics for colour)."""
+    from hbseg.dali_pipes.config import NormalizeConfig
+    from hbseg.data.classes import NUM_CLASSES
+    from hbseg.data.spec import cache_spec
+
+    spec = cache_spec(cache_dir)
+    channels = 1 if spec is None else spec.channels
+    return DataLayout(channels=channels,
+                      num_classes=NUM_CLASSES if spec is None else spec.num_classes,
+                      normalize=NormalizeConfig().for_channels(channels))
+
+
+
 def _setup_process(plan: CpuPlan, device: str) -> None:
     """Thread pools sized to the plan's cores (affinity was set before torch was imported)."""
     import cv2
@@ -65,7 +97,7 @@ def _setup_process(plan: CpuPlan, device: str) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _training(cfg: BenchConfig, device: str, steps_per_epoch: int):
+def _training(cfg: BenchConfig, device: str, steps_per_epoch: int, layout: DataLayout):
     """Model, loss, optimizer, scheduler, scaler and step settings: identical per loader."""
     import torch
 
@@ -76,7 +108,8 @@ def _training(cfg: BenchConfig, device: str, steps_per_epoch: int):
     from hbseg.train.schedule import build_scheduler
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, cfg.encoder, in_channels=1).to(device)
+    model = create_model(cfg.arch, cfg.encoder, in_channels=layout.channels,
+                         classes=layout.num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp = resolve_amp(cfg.amp, device)
@@ -88,13 +121,13 @@ def _training(cfg: BenchConfig, device: str, steps_per_epoch: int):
 
 
 def _run_training(cfg: BenchConfig, device: str, loader, steps: int, first_epoch: int,
-                  clock: ProcessTreeClock, monitor: GpuMonitor) -> dict:
+                  clock: ProcessTreeClock, monitor: GpuMonitor, layout: DataLayout) -> dict:
     """Untimed warm-up steps, then ``cfg.epochs`` timed training epochs."""
     import torch
 
     from hbseg.train.loop import train_one_epoch
 
-    model, loss_fn, optimizer, scheduler, scaler, settings = _training(cfg, device, steps)
+    model, loss_fn, optimizer, scheduler, scaler, settings = _training(cfg, device, steps, layout)
     dev = torch.device(device)
     if cfg.warmup_steps:
         loader.set_epoch(first_epoch - 1)
@@ -177,8 +210,10 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -
     device = cfg.device
     _setup_process(plan, device)
     index = load_cache_index(cache_dir)
+    layout = data_layout(cache_dir)
     lcfg = LoaderConfig(size=cfg.size, batch_size=cfg.batch_size, num_threads=plan.num_threads,
-                        seed=cfg.seed)
+                        seed=cfg.seed, channels=layout.channels, num_classes=layout.num_classes,
+                        normalize=layout.normalize)
     with GpuMonitor(device) as monitor:
         clock = ProcessTreeClock(exclude=monitor.pids)
         t0 = time.perf_counter()
@@ -207,7 +242,7 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -
                 "cpu_s_per_sample": d.total / max(images, 1),
             })
         train = _run_training(cfg, device, loader, steps, cfg.warmup_epochs + cfg.epochs,
-                              clock, monitor)
+                              clock, monitor, layout)
     return {
         "loader": kind,
         "build_s": build_s,
@@ -217,6 +252,8 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -
         "batches_per_epoch": steps,
         "samples_per_epoch": load[0]["images"] if load else None,
         "dataset_samples": len(index),
+        "channels": layout.channels,
+        "num_classes": layout.num_classes,
         "load_epochs": load,
         "load_epoch_s": _median(x["seconds"] for x in load),
         "load_images_per_s": _median(x["images_per_s"] for x in load),
@@ -252,19 +289,24 @@ class ResidentLoader:
         pass
 
 
-def read_resident_batches(index, cfg: BenchConfig, device: str) -> list:
+def read_resident_batches(index, cfg: BenchConfig, device: str,
+                          layout: DataLayout | None = None) -> list:
     """``cfg.bound_batches`` real batches of the first epoch's samples, read with OpenCV
-    (resized, normalised, masks unpacked), stacked and moved to ``device`` once."""
+    (resized, normalised, masks unpacked), stacked and moved to ``device`` once.
+    ``layout``: the data set's channels, classes and normalisation (default: the hands')."""
     import cv2
     import numpy as np
     import torch
 
     from hbseg.dali_pipes.config import NormalizeConfig
     from hbseg.dali_pipes.loader_base import epoch_order
-    from hbseg.data.images import read_gray_png
+    from hbseg.data.classes import NUM_CLASSES
+    from hbseg.data.formats.images import read_image
     from hbseg.data.masks import read_packed_png, unpack_masks_torch
 
-    norm = NormalizeConfig()
+    layout = layout or DataLayout(1, NUM_CLASSES, NormalizeConfig())
+    mean, std = (np.asarray(v, np.float32)
+                 for v in layout.normalize.per_channel(layout.channels))
     order = epoch_order(len(index), 0, cfg.seed, True, 0, 1)
     paths = list(zip(index["image_path"], index["mask_path"], strict=True))
     s, bs = cfg.size, cfg.batch_size
@@ -273,14 +315,15 @@ def read_resident_batches(index, cfg: BenchConfig, device: str) -> list:
         images, masks = [], []
         for j in range(bs):
             img_path, mask_path = paths[int(order[(b * bs + j) % len(order)])]
-            img = cv2.resize(read_gray_png(img_path), (s, s), interpolation=cv2.INTER_LINEAR)
-            img = (img.astype(np.float32) / 255.0 - norm.mean) / norm.std
+            img = cv2.resize(read_image(img_path, layout.channels), (s, s),
+                             interpolation=cv2.INTER_LINEAR)
+            img = torch.from_numpy((img.astype(np.float32) / 255.0 - mean) / std)
             packed = cv2.resize(read_packed_png(mask_path), (s, s),
                                 interpolation=cv2.INTER_NEAREST_EXACT)
-            images.append(torch.from_numpy(img)[None])
+            images.append(img[None] if img.ndim == 2 else img.permute(2, 0, 1))  # [C, S, S]
             masks.append(torch.from_numpy(np.ascontiguousarray(packed)))
         image = torch.stack(images).to(device)
-        mask = unpack_masks_torch(torch.stack(masks).to(device))
+        mask = unpack_masks_torch(torch.stack(masks).to(device), layout.num_classes)
         batches.append((image, mask))
     _sync(device)
     return batches
@@ -293,20 +336,23 @@ def measure_bound(cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -> dict:
     device = cfg.device
     _setup_process(plan, device)
     index = load_cache_index(cache_dir)
+    layout = data_layout(cache_dir)
     sizes = _epoch_sizes(len(index), cfg.batch_size, cfg.steps_limit)
     with GpuMonitor(device) as monitor:
         clock = ProcessTreeClock(exclude=monitor.pids)
         t0 = time.perf_counter()
-        loader = ResidentLoader(read_resident_batches(index, cfg, device), sizes, device)
+        loader = ResidentLoader(read_resident_batches(index, cfg, device, layout), sizes, device)
         build_s = time.perf_counter() - t0
         train = _run_training(cfg, device, loader, len(sizes), cfg.warmup_epochs + cfg.epochs,
-                              clock, monitor)
+                              clock, monitor, layout)
     return {
         "loader": "bound",
         "build_s": build_s,
         "batches_per_epoch": len(sizes),
         "samples_per_epoch": sum(sizes),
         "dataset_samples": len(index),
+        "channels": layout.channels,
+        "num_classes": layout.num_classes,
         "load_epochs": [],
         "load_epoch_s": None,
         "load_images_per_s": None,

@@ -44,12 +44,12 @@ INDEX_NAME = "index.csv"
 META_NAME = "meta.json"
 
 
-def default_cache_dir(root: str | Path) -> Path:
+def default_cache_dir(root: str | Path, spec=None) -> Path:
     """``ROOT/hbseg-cache`` beside ``train/`` (or beside the split folder given); a described
-    data set (``ROOT/hbseg-dataset.yaml``) keeps it in ROOT."""
+    data set (``spec``, or ``ROOT/hbseg-dataset.yaml``) keeps it in ROOT."""
     from .spec import find_spec
 
-    if Path(root).is_dir() and find_spec(root) is not None:
+    if spec is not None or (Path(root).is_dir() and find_spec(root) is not None):
         return Path(root) / "hbseg-cache"
     split_dir = resolve_split(root, "train")
     return split_dir.parent / "hbseg-cache"

@@ -81,13 +81,16 @@ def check(root: Path, split: str, fold_split: str, debug: bool) -> None:
     spec = resolve_spec(root)
     if spec is not None:  # a described data set (ROOT/hbseg-dataset.yaml)
         from hbseg.data.formats import read_image, read_masks, scan_dataset
+        from hbseg.data.split import apply_split
 
         df, sources = scan_dataset(spec, root)
-        for row, src in zip(df.itertuples(), sources, strict=True):
+        for row, src in tqdm(zip(df.itertuples(), sources, strict=True), total=len(df),
+                             desc="checking", unit="img", disable=bar_disabled()):
             img = read_image(row.image_path, spec.channels)
             read_masks(spec, src, img.shape[0], img.shape[1], row.image_name, row.json_path)
+        df = apply_split(df, fold_split, root, described=True)
         click.echo(f"{len(df)} images of {spec.name!r} ({spec.num_classes} classes, "
-                   f"{spec.format}) are valid; images per fold: "
+                   f"{spec.format}) in {df['id'].nunique()} groups are valid; images per fold: "
                    f"{df.groupby('fold').size().to_dict()}")
         return
     df = scan_split(resolve_split(root, split), labelled=split == "train", exclude=())

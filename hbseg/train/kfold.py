@@ -3,10 +3,12 @@
     DIR/kfold-config.yaml   the shared TrainConfig (its ``fold`` and ``out`` are per fold)
     DIR/fold-K/             an ordinary hbseg-train run folder, validated on fold K
     DIR/kfold.json          per-fold best Dice (mean and per class) and their mean
+    DIR/kfold.png           every fold's validation Dice curve, and per-class best Dice
 
 Folds train one after another in this process. Several processes may share ``DIR``, one
 fold each (one per GPU): each writes only its own ``fold-K`` and rebuilds ``kfold.json``
-from every fold folder on disk, so the last one to finish leaves the whole summary.
+and ``kfold.png`` from every fold folder on disk, so the last one to finish leaves the
+whole summary.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ from dataclasses import fields
 from pathlib import Path
 
 from hbseg.atomic import atomic_write_text
-from hbseg.errors import ConfigError
+from hbseg.errors import ConfigError, DataError
 
 from .config import TrainConfig, load_config, save_config
+from .kfold_plot import plot_kfold
+from .metrics_file import read_metrics
 
-__all__ = ["KFOLD_CONFIG", "KFOLD_SUMMARY", "fold_dir", "fold_state", "train_kfold",
-           "summarize_kfold", "load_kfold_config", "list_fold_dirs"]
+__all__ = ["KFOLD_CONFIG", "KFOLD_SUMMARY", "KFOLD_PLOT", "fold_dir", "fold_state",
+           "train_kfold", "summarize_kfold", "load_kfold_config", "list_fold_dirs",
+           "read_metrics"]
 
 KFOLD_CONFIG = "kfold-config.yaml"
 KFOLD_SUMMARY = "kfold.json"
+KFOLD_PLOT = "kfold.png"
 
 
 def fold_dir(out: str | Path, fold: int) -> Path:
@@ -136,13 +142,9 @@ def train_kfold(
     return summarize_kfold(out)
 
 
-def _best_record(metrics_path: Path) -> tuple[dict | None, int]:
+def _best_record(records: list[dict]) -> tuple[dict | None, int]:
     best, epochs = None, 0
-    for line in metrics_path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a kill
+    for rec in records:
         epochs = max(epochs, int(rec.get("epoch", 0)))
         if rec.get("mean_dice") is not None and (best is None or rec["mean_dice"] > best["mean_dice"]):
             best = rec
@@ -151,15 +153,17 @@ def _best_record(metrics_path: Path) -> tuple[dict | None, int]:
 
 def summarize_kfold(out: str | Path) -> dict:
     """Per-fold best validation Dice (from each ``metrics.jsonl``) and their mean, per class
-    too; written to ``DIR/kfold.json`` and returned."""
+    too; written to ``DIR/kfold.json``, drawn in ``DIR/kfold.png``, and returned."""
     out = Path(out)
     base = load_kfold_config(out)
     folds: dict[str, dict] = {}
+    curves: dict[str, list[dict]] = {}
     for k, run in list_fold_dirs(out).items():
         m = run / "metrics.jsonl"
+        curves[str(k)] = read_metrics(m)
         if not m.is_file():
             continue
-        best, epochs = _best_record(m)
+        best, epochs = _best_record(curves[str(k)])
         folds[str(k)] = {
             "run_dir": str(run), "epochs_done": epochs, "finished": epochs >= base.epochs,
             "best_epoch": best["epoch"] if best else None,
@@ -167,19 +171,29 @@ def summarize_kfold(out: str | Path) -> dict:
             "dice": best["dice"] if best else None,
             "best_pt": str(run / "best.pt") if (run / "best.pt").is_file() else None,
         }
-    scored = [f for f in folds.values() if f["best_mean_dice"] is not None]
-    per_class = None
+    scored = {k: f for k, f in folds.items() if f["best_mean_dice"] is not None}
+    classes = per_class = None
     if scored:
-        names = list(scored[0]["dice"])
-        per_class = {c: sum(f["dice"][c] for f in scored) / len(scored) for c in names}
+        first = next(iter(scored))
+        classes = list(scored[first]["dice"])  # the run's class names, in output order
+        for k, f in scored.items():
+            if list(f["dice"]) != classes:
+                raise DataError(f"fold {k} was validated on other classes than fold {first} "
+                                f"({', '.join(f['dice'])} vs {', '.join(classes)})",
+                                Path(f["run_dir"]) / "metrics.jsonl")
+        per_class = {c: sum(f["dice"][c] for f in scored.values()) / len(scored) for c in classes}
     summary = {
         "out": str(out),
         "epochs": base.epochs,
         "folds": folds,
         "folds_scored": len(scored),
-        "mean_dice": sum(f["best_mean_dice"] for f in scored) / len(scored) if scored else None,
+        "mean_dice": (sum(f["best_mean_dice"] for f in scored.values()) / len(scored)
+                      if scored else None),
+        "classes": classes,
         "per_class": per_class,
         "all_finished": bool(folds) and all(f["finished"] for f in folds.values()),
     }
     atomic_write_text(out / KFOLD_SUMMARY, json.dumps(summary, indent=2) + "\n")
+    plot_kfold(summary, curves, out / KFOLD_PLOT,
+               title=f"{base.arch}/{base.encoder} {base.size}px, {len(curves)} folds: {out.name}")
     return summary

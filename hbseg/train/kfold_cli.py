@@ -42,7 +42,8 @@ def cli() -> None:
 @click.option("--folds", callback=_int_list, default=None,
               help="Folds to train, e.g. 0,1,2,3,4 [default: every fold of the data].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="DIR", help="k-fold folder: DIR/fold-K/ per fold, DIR/kfold.json.")
+              metavar="DIR", help="k-fold folder: DIR/fold-K/ per fold, DIR/kfold.json and "
+                                  "DIR/kfold.png.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Continue DIR: complete folds are skipped, partial ones "
                                   "resume from their last.pt, the others start.")
@@ -54,7 +55,8 @@ def train(ctx: click.Context, folds, out, resume, overwrite, **opts) -> None:
     """Train one model per validation fold, one fold after another, into DIR/fold-K/.
 
     Every hbseg-train option applies to every fold. DIR/kfold.json gets each fold's best
-    validation Dice (mean and per class) and their mean.
+    validation Dice (mean and per class) and their mean; DIR/kfold.png draws each fold's
+    validation Dice per epoch and each class's best Dice across folds.
 
     \b
     Examples:
@@ -123,7 +125,7 @@ def _summary_text(s: dict) -> str:
         state = "finished" if f["finished"] else f"{f['epochs_done']}/{s['epochs']} epochs"
         lines.append(f"fold {k}: best mean Dice {d} (epoch {f['best_epoch']}, {state})")
     mean = "-" if s["mean_dice"] is None else f"{s['mean_dice']:.4f}"
-    lines.append(f"mean over {s['folds_scored']} folds: {mean}   ({s['out']}/kfold.json)")
+    lines.append(f"mean over {s['folds_scored']} folds: {mean}   ({s['out']}/kfold.json, kfold.png)")
     return "\n".join(lines)
 
 
@@ -132,7 +134,8 @@ def _summary_text(s: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole summary as JSON.")
 @debug_option
 def summary(dir_: Path, as_json: bool, debug: bool) -> None:
-    """Rebuild DIR/kfold.json from every fold folder (after parallel runs) and print it."""
+    """Rebuild DIR/kfold.json and DIR/kfold.png from every fold folder (after parallel
+    runs) and print the summary."""
     from .kfold import summarize_kfold
 
     s = summarize_kfold(dir_)

@@ -102,22 +102,14 @@ def restore_training_state(
 def truncate_metrics(path: Path, epochs_done: int) -> list[dict]:
     """Keep the metrics lines of finished epochs (a line may have been written for an
     epoch whose checkpoint was not); returns the records kept."""
-    if not path.is_file():
-        return []
-    kept, lines = [], []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a kill
-        if rec.get("epoch", 0) <= epochs_done:
-            kept.append(rec)
-            lines.append(line)
     from hbseg.atomic import atomic_write_text
 
-    atomic_write_text(path, "".join(f"{x}\n" for x in lines))
+    from .metrics_file import read_metrics
+
+    if not path.is_file():
+        return []
+    kept = [rec for rec in read_metrics(path) if rec.get("epoch", 0) <= epochs_done]
+    atomic_write_text(path, "".join(json.dumps(rec) + "\n" for rec in kept))  # as the trainer writes them
     return kept
 
 

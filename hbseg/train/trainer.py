@@ -52,9 +52,7 @@ def run_cache_dir(cfg: TrainConfig, spec=None) -> Path:
     (``spec``), else the hands' default beside their JSON."""
     from hbseg.data import default_cache_dir
 
-    if cfg.cache:
-        return Path(cfg.cache)
-    return Path(cfg.data) / "hbseg-cache" if spec is not None else default_cache_dir(cfg.data)
+    return Path(cfg.cache) if cfg.cache else default_cache_dir(cfg.data, spec)
 
 
 def prepare_index(cfg: TrainConfig, main: bool = True) -> pd.DataFrame:

@@ -27,7 +27,8 @@ def _numbers(kind):
 @click.argument("oof", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for thresholds.json, min_sizes.json, weights.json and the report.")
+              help="Folder for thresholds.json, min_sizes.json, weights.json and "
+                   "tune-report.json, .txt and .png.")
 @click.option("--thresholds", "grid", callback=_numbers(float), default=None,
               help="Candidate thresholds, comma-separated [default: 0.05,0.10,...,0.95].")
 @click.option("--default-threshold", default=0.5, show_default=True,
@@ -50,7 +51,8 @@ def tune(oof, out, grid, default_threshold, sizes, weight_step, no_thresholds, n
 
     OOF is a folder written by `hbseg-kfold oof`; give one per model to tune an ensemble.
     The report shows each class's Dice before and after each step, in sample (optimistic)
-    and cross-validated (chosen on the other folds, scored on the held-out one).
+    and cross-validated (chosen on the other folds, scored on the held-out one);
+    tune-report.png draws it per class, with the chosen thresholds and minimum sizes.
 
     \b
     Then:

@@ -5,6 +5,7 @@ and the files hbseg-infer / hbseg-ensemble read:
     min_sizes.json    {"class": pixels}             hbseg-infer/hbseg-ensemble --min-sizes
     weights.json      {"class": [w per member]}     hbseg-ensemble --probs … --class-weights
     tune-report.json  everything below; tune-report.txt the table
+    tune-report.png   per class: Dice untuned vs tuned, the chosen threshold and min size
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import numpy as np
 from hbseg.atomic import atomic_write_text, check_writable_dir
 
 from .config import TuneConfig
+from .plot import plot_tune_report
 
 __all__ = ["build_report", "format_report", "write_outputs", "FILES"]
 
-FILES = ("thresholds.json", "min_sizes.json", "weights.json", "tune-report.json", "tune-report.txt")
+FILES = ("thresholds.json", "min_sizes.json", "weights.json", "tune-report.json", "tune-report.txt",
+         "tune-report.png")
 
 
 def _at(table: np.ndarray, pick: np.ndarray) -> np.ndarray:
@@ -125,4 +128,8 @@ def write_outputs(r: dict, out: str | Path) -> list[str]:
         (out / "weights.json").unlink()  # a stale file from an ensemble run would mislead
     put("tune-report.json", {k: v for k, v in r.items() if k != "files"})
     put("tune-report.txt", format_report(r) + "\n")
+    folds, models = len(r["folds"]), len(r["members"])
+    title = (f"hbseg-tune: {r['images']} images, {folds} fold{'s' * (folds > 1)}, "
+             f"{models} model{'s' * (models > 1)}")
+    written.append(str(plot_tune_report(r, out / "tune-report.png", title)))
     return written
