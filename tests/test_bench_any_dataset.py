@@ -79,3 +79,12 @@ def test_baseline_refused_on_a_described_data_set(tmp_path):
     with pytest.raises(ConfigError, match="synthetic-blobs"):  # the library call as well
         run_loaders_bench(cfg, out, log=lambda m: None, plot=False)
     assert not out.exists()
+
+
+def test_ops_refuses_a_described_data_set(tmp_path):
+    """hbseg-bench ops times the hands' operations: a usage error, before any cache is built."""
+    root = tmp_path / "blobs"
+    _blobs(root)
+    r = CliRunner().invoke(bench, ["ops", "--data", str(root), "--out", str(tmp_path / "ops")])
+    assert r.exit_code == 2 and "not data set 'synthetic-blobs'" in r.output
+    assert not (root / "hbseg-cache").exists() and not (tmp_path / "ops").exists()

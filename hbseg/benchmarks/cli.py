@@ -195,6 +195,13 @@ def ops(data: Path, synth_ids: int | None, synth_size: int, prep_workers: int | 
     def log(msg: str) -> None:
         click.echo(msg, err=True)
 
+    from hbseg.data.spec import resolve_spec
+
+    spec = resolve_spec(data) if data.is_dir() else None
+    if spec is not None:  # its rows are the hands' (grey PNGs, 29 planes); checked before any work
+        raise click.UsageError(f"{data}: hbseg-bench ops times the hands' operations (grey PNGs, "
+                               f"29 mask planes), not data set {spec.name!r}; hbseg-bench "
+                               "loaders measures any data set")
     prepare_data(data, synth_ids, synth_size, 0, prep_workers, log=log)
     results = run_ops_bench(data, out, size=size, batch_size=batch_size,
                             threads=threads or len(allowed_cpus()), iters=iters, warmup=warmup,
