@@ -210,8 +210,10 @@ def _spawn(job: dict, log_path: Path, timeout: float, threads: int | None) -> di
         env.setdefault("TQDM_DISABLE", "1")
         cmd = [sys.executable, "-m", "hbseg.benchmarks.worker", str(job_path)]
         with open(log_path, "w") as log:
+            # its own process group (killed as one), but our session, so that whatever ends
+            # this command's session ends the measurement too; the worker also dies with us
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, env=env, preexec_fn=os.setpgrp)
             try:
                 rc = proc.wait(timeout=timeout)
                 timed_out = False

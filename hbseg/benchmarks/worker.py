@@ -17,7 +17,28 @@ import sys
 import time
 import traceback
 
-__all__ = ["run_job", "main"]
+__all__ = ["run_job", "main", "die_with_parent"]
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere a no-op).
+
+    A measurement left running after ``hbseg-bench`` was killed (a device command that hit
+    its time limit, a SIGTERM) would hold the GPU and the cores the next command measures.
+    """
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _one_line(err: BaseException) -> str:
@@ -81,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m hbseg.benchmarks.worker JOB.json", file=sys.stderr)
         return 2
+    die_with_parent()
     with open(argv[0]) as f:
         job = json.load(f)
     result = run_job(job)
