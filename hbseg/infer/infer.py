@@ -63,27 +63,18 @@ def _described_images(root: Path) -> pd.DataFrame:
     """Every image of a described data set (``ROOT/hbseg-dataset.yaml``); ``mask_path`` is
     its ground truth in the mask cache where one is built, for the pictures."""
     from hbseg.data.cache import load_cache_index
+    from hbseg.data.formats import scan_images
     from hbseg.data.spec import find_spec, load_spec
 
     spec = load_spec(find_spec(root))
-    folder = root / spec.images
-    if not folder.is_dir():
-        raise DataError("images folder not found (the data set description's 'images')", folder)
-    paths = sorted(p for p in folder.rglob("*.png") if len(p.relative_to(folder).parts) <= 2)
-    if not paths:
-        raise DataError("no PNG images found", folder)
+    df = scan_images(root / spec.images, "images folder (the data set description's 'images')")
     masks: dict[str, str] = {}
     if (root / "hbseg-cache" / "index.csv").is_file():
         idx = load_cache_index(root / "hbseg-cache")
         masks = dict(zip(idx["image_name"], idx["mask_path"], strict=True))
-    rows = []
-    for p in paths:
-        info = png_header(p)
-        rel = p.relative_to(folder)
-        rows.append({"id": rel.parts[0] if len(rel.parts) > 1 else rel.stem, "image_name": p.name,
-                     "image_path": str(p), "json_path": "", "mask_path": masks.get(p.name, ""),
-                     "height": info["height"], "width": info["width"]})
-    return pd.DataFrame(rows)
+    df.insert(3, "json_path", "")
+    df["mask_path"] = [masks.get(n, "") for n in df["image_name"]]
+    return df.drop(columns="rel")
 
 
 def check_dataset(data: str | Path, class_names, channels: int, checkpoint) -> None:

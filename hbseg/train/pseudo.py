@@ -82,31 +82,6 @@ def _images_folder(data: str | Path, spec) -> Path:
     return data / theirs.images
 
 
-def _described_images(folder: Path) -> pd.DataFrame:
-    """``<name>.png`` or ``<group>/<name>.png`` under ``folder``, as scan_split's rows
-    (``id`` is the group, or the image's stem when it has none)."""
-    from hbseg.data.images import png_header
-
-    if not folder.is_dir():
-        raise DataError("--pseudo-data: images folder not found", folder)
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".png" and p.is_file()
-                   and len(p.relative_to(folder).parts) <= 2)
-    if not paths:
-        raise DataError("--pseudo-data: no PNG images (expected <name>.png or "
-                        "<group>/<name>.png)", folder)
-    rows = []
-    for p in paths:
-        rel, info = p.relative_to(folder), png_header(p)
-        rows.append({"id": rel.parts[0] if len(rel.parts) > 1 else rel.stem, "image_name": p.name,
-                     "image_path": str(p), "height": info["height"], "width": info["width"]})
-    df = pd.DataFrame(rows)
-    if df["image_name"].duplicated().any():
-        dup = df["image_name"][df["image_name"].duplicated()].iloc[0]
-        raise DataError(f"image name {dup!r} appears in more than one folder; submission rows "
-                        "are keyed by file name", folder)
-    return df
-
-
 def _load(out: Path) -> pd.DataFrame:
     df = pd.read_csv(out / "index.csv", keep_default_na=False)
     df["mask_path"] = [str(out.resolve() / p) for p in df["mask_path"]]
@@ -136,7 +111,9 @@ def build_pseudo_cache(csv_path: str | Path, data: str | Path, out: str | Path,
         images = scan_split(folder, labelled=False, exclude=())
     else:
         sub = read_submission(csv_path, spec.classes)
-        images = _described_images(folder)
+        from hbseg.data.formats import scan_images
+
+        images = scan_images(folder, "--pseudo-data: images folder").drop(columns="rel")
     known = set(images["image_name"])
     for name in sub.images:
         if name not in known:

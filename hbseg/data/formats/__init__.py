@@ -9,6 +9,6 @@ it the same way: ``polygon-json`` (the competition's JSON with another class lis
 
 from .images import read_image, read_rgb_png
 from .masks import read_masks
-from .scan import scan_dataset
+from .scan import scan_dataset, scan_images
 
-__all__ = ["read_image", "read_rgb_png", "read_masks", "scan_dataset"]
+__all__ = ["read_image", "read_rgb_png", "read_masks", "scan_dataset", "scan_images"]

@@ -26,17 +26,34 @@ from ..images import png_header
 from ..layout import assign_folds
 from ..spec import DatasetSpec
 
-__all__ = ["scan_dataset", "label_sources"]
+__all__ = ["scan_dataset", "scan_images", "label_sources"]
 
 
-def _images(images_dir: Path) -> list[Path]:
+def scan_images(images_dir: str | Path, what: str = "images folder") -> pd.DataFrame:
+    """Every ``<name>.png`` or ``<group>/<name>.png`` under ``images_dir``, sorted: columns
+    ``id`` (the group, or the image's stem when it has none), ``image_name``,
+    ``image_path``, ``rel`` (the path below ``images_dir``), ``height``, ``width``.
+    ``what`` names the folder in errors. Names must be unique: submission rows are keyed
+    by file name."""
+    images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise DataError("images folder not found (the data set description's 'images')", images_dir)
+        raise DataError(f"{what} not found", images_dir)
     found = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() == ".png" and p.is_file()
                    and len(p.relative_to(images_dir).parts) <= 2)
     if not found:
         raise DataError("no PNG images found (expected <name>.png or <group>/<name>.png)", images_dir)
-    return found
+    rows = []
+    for p in found:
+        rel, info = p.relative_to(images_dir), png_header(p)
+        rows.append({"id": rel.parts[0] if len(rel.parts) > 1 else rel.stem, "image_name": p.name,
+                     "image_path": str(p), "rel": rel.as_posix(), "height": info["height"],
+                     "width": info["width"]})
+    df = pd.DataFrame(rows)
+    if df["image_name"].duplicated().any():
+        dup = df["image_name"][df["image_name"].duplicated()].iloc[0]
+        raise DataError(f"image name {dup!r} appears in more than one folder; submission rows "
+                        "are keyed by file name", images_dir)
+    return df
 
 
 def _orphans(label_dir: Path, stems: set[Path], suffix: str) -> None:
@@ -99,27 +116,17 @@ def scan_dataset(spec: DatasetSpec, root: str | Path,
     """``(index, sources)``: the rows (folds assigned) and each row's label source."""
     root = Path(root)
     images_dir = root / spec.images
-    paths = _images(images_dir)
-    rels = [p.relative_to(images_dir) for p in paths]
-    sources = label_sources(spec, root, rels)
+    df = scan_images(images_dir, "images folder (the data set description's 'images')")
+    sources = label_sources(spec, root, [Path(r) for r in df["rel"]])
     excluded = set(exclude)
-    rows, kept = [], []
-    for p, r, src in zip(paths, rels, sources, strict=True):
-        group = r.parts[0] if len(r.parts) > 1 else r.stem
-        if group in excluded or p.name in excluded:
-            continue
-        info = png_header(p)
-        rows.append({"id": group, "image_name": p.name, "image_path": str(p),
-                     "json_path": ("" if spec.format == "class-png" else
-                                   str(root / spec.labels) if spec.format == "coco" else src),
-                     "height": info["height"], "width": info["width"]})
-        kept.append(src)
-    if not rows:
+    keep = [not (g in excluded or n in excluded) for g, n in zip(df["id"], df["image_name"],
+                                                                   strict=True)]
+    if not any(keep):
         raise DataError("every image was excluded", images_dir)
-    df = pd.DataFrame(rows)
-    if df["image_name"].duplicated().any():
-        dup = df["image_name"][df["image_name"].duplicated()].iloc[0]
-        raise DataError(f"image name {dup!r} appears in more than one folder; submission rows "
-                        "are keyed by file name", images_dir)
+    kept = [src for src, k in zip(sources, keep, strict=True) if k]
+    df = df[keep].drop(columns="rel").reset_index(drop=True)
+    df.insert(3, "json_path", ["" if spec.format == "class-png" else
+                               str(root / spec.labels) if spec.format == "coco" else str(src)
+                               for src in kept])
     df["fold"] = df["id"].map(assign_folds(df["id"])).astype(int)
     return df, kept
