@@ -1,4 +1,4 @@
-"""``hbseg-data``: make synthetic hands, build the mask cache, check a data set."""
+"""``hbseg-data``: make synthetic hands, build the mask cache, check and summarise a data set."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from hbseg.cli_common import debug_option, main_entry
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Data-set tools for the hand-bone layout (DCM/ID*/*.png, outputs_json/ID*/*.json)."""
+    """Data-set tools: the hand-bone layout (DCM/ID*/*.png, outputs_json/ID*/*.json), or any
+    data set a description (ROOT/hbseg-dataset.yaml, or --spec) explains."""
 
 
 @cli.command()
@@ -104,6 +105,34 @@ def check(root: Path, split: str, fold_split: str, debug: bool) -> None:
         df = apply_split(df, fold_split, resolve_split(root, split))
     per_fold = df.groupby("fold").size().to_dict()
     click.echo(f"{len(df)} images from {df['id'].nunique()} patients are valid; images per fold: {per_fold}")
+
+
+
+@cli.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="Data set description (YAML/JSON) for data other than the hands "
+              "[default: ROOT/hbseg-dataset.yaml if present].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for stats.json and stats.png [default: ROOT/hbseg-stats].")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Processes [default: every core].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@debug_option
+def stats(root: Path, spec_file: Path | None, out: Path | None, workers: int | None, quiet: bool,
+          debug: bool) -> None:
+    """Summarise the labels before training: class balance, object sizes, image sizes.
+
+    Reads the mask cache (built or updated first, as `cache` does).
+    """
+    from hbseg.data.stats import dataset_stats, format_stats_table, stats_out_dir, write_stats
+
+    out = stats_out_dir(root, out, spec_file)
+    s = dataset_stats(root, spec_file, workers=workers, progress=not quiet)
+    if s["rasterised"]:
+        click.echo(f"{s['cache_dir']}: {s['rasterised']} masks rasterised", err=True)
+    click.echo(format_stats_table(s))
+    js, png = write_stats(s, out)
+    click.echo(f"wrote {js} and {png}")
 
 
 main = main_entry(cli)
