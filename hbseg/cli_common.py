@@ -85,6 +85,10 @@ def _usable_config_dirs() -> None:
 def run_cli(command: click.Command) -> None:
     """Run a click command; known failures become ``error: <file>: <problem>`` and exit 1."""
     debug = "--debug" in sys.argv or os.environ.get("HBSEG_DEBUG") == "1"
+    from hbseg.lifetime import DIE_WITH_PARENT_ENV, die_with_parent
+
+    if os.environ.get(DIE_WITH_PARENT_ENV) == "1":
+        die_with_parent()
     _usable_config_dirs()
     try:
         command.main(standalone_mode=False)

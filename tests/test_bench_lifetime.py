@@ -1,5 +1,6 @@
-"""A benchmark worker dies with hbseg-bench: a command killed at its time limit must not
-leave a measurement holding the GPU and the cores the next command measures."""
+"""A benchmark worker dies with hbseg-bench, and an hbseg command started by the GPU kit
+(HBSEG_DIE_WITH_PARENT=1) with the kit: a command killed at its time limit must not leave a
+measurement or a training holding the GPU and the cores the next command measures."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ import time
 
 import pytest
 
+# the child: a benchmark worker's first call, or any hbseg command the GPU kit starts
+WORKER = ("from hbseg.lifetime import die_with_parent; die_with_parent(); "
+          "import time; print('ready', flush=True); time.sleep(120)")
+COMMAND = ("import os, time, click; os.environ['HBSEG_DIE_WITH_PARENT'] = '1'; "
+           "from hbseg.cli_common import run_cli; "
+           "run_cli(click.Command('x', callback=lambda: (print('ready', flush=True), time.sleep(120))))")
+
 PARENT = """
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c",
-    "from hbseg.benchmarks.worker import die_with_parent; die_with_parent(); "
-    "import time; print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True)
 assert child.stdout.readline().strip() == "ready"
 print(child.pid, flush=True)
 time.sleep(120)
@@ -35,8 +41,10 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
-def test_worker_dies_when_its_parent_is_killed():
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("child_code", [WORKER, COMMAND], ids=["bench-worker", "kit-command"])
+def test_child_dies_when_its_parent_is_killed(child_code):
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, child_code], stdout=subprocess.PIPE,
+                              text=True)
     try:
         child = int(parent.stdout.readline())
         assert _alive(child)

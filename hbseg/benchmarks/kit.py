@@ -172,7 +172,10 @@ def _popen(cmd: list[str], log, env: dict) -> subprocess.Popen:
 
 
 def _base_env() -> dict:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    # the hbseg commands the kit starts die with it (hbseg.lifetime), so a kit killed at the
+    # device command's limit leaves no training or measurement on the GPU
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1",
+            "HBSEG_DIE_WITH_PARENT": "1"}
 
 
 def _threads(cfg: KitConfig) -> dict:

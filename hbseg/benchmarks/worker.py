@@ -17,28 +17,7 @@ import sys
 import time
 import traceback
 
-__all__ = ["run_job", "main", "die_with_parent"]
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere a no-op).
-
-    A measurement left running after ``hbseg-bench`` was killed (a device command that hit
-    its time limit, a SIGTERM) would hold the GPU and the cores the next command measures.
-    """
-    import ctypes
-    import signal
-
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
+__all__ = ["run_job", "main"]
 
 
 def _one_line(err: BaseException) -> str:
@@ -102,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m hbseg.benchmarks.worker JOB.json", file=sys.stderr)
         return 2
+    from hbseg.lifetime import die_with_parent
+
     die_with_parent()
     with open(argv[0]) as f:
         job = json.load(f)
