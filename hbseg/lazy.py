@@ -23,9 +23,8 @@ def lazy_exports(package: str, where: Mapping[str, str],
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         try:
-            relative = module if module.startswith(".") else f".{module}"
-            mod = importlib.import_module(module if module.startswith("hbseg.") else relative,
-                                          package)
+            target = module if module.startswith(("hbseg.", ".")) else f".{module}"
+            mod = importlib.import_module(target, package)
         except ModuleNotFoundError as e:
             if on_missing is not None:
                 on_missing(name, e)

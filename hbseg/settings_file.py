@@ -13,6 +13,7 @@ from hbseg.errors import ConfigError
 
 __all__ = ["read_mapping"]
 
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__

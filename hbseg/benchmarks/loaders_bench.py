@@ -308,7 +308,7 @@ def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], No
     """Measure every loader at every ``--cpus`` value; write results.json, table.md and
     loaders.png into ``out`` and return the results."""
     from hbseg.data.cache import default_cache_dir
-    from hbseg.data.spec import cache_spec, resolve_spec
+    from hbseg.data.spec import check_cache_spec, resolve_spec
 
     root = Path(cfg.data)
     spec = resolve_spec(root)
@@ -316,9 +316,7 @@ def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], No
     out = check_writable_dir(out)
     logs = check_writable_dir(out / "logs")
     cache_dir = default_cache_dir(root, spec)
-    if spec is not None and (cache_dir / "index.csv").is_file() and cache_spec(cache_dir) != spec:
-        raise ConfigError("this mask cache was built from another data set description; "
-                          "refresh it (hbseg-bench loaders --data ROOT does)", cache_dir)
+    check_cache_spec(cache_dir, spec)
     dataset = _dataset_info(root, cache_dir)
     groups = "patients" if dataset["description"] is None else "groups"
     log(f"data: {dataset['name']}, {dataset['images']} images from {dataset['patients']} "

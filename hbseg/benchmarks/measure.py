@@ -84,7 +84,6 @@ def data_layout(cache_dir) -> DataLayout:
                       normalize=NormalizeConfig().for_channels(channels))
 
 
-
 def _setup_process(plan: CpuPlan, device: str) -> None:
     """Thread pools sized to the plan's cores (affinity was set before torch was imported)."""
     import cv2

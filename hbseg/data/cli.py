@@ -107,7 +107,6 @@ def check(root: Path, split: str, fold_split: str, debug: bool) -> None:
     click.echo(f"{len(df)} images from {df['id'].nunique()} patients are valid; images per fold: {per_fold}")
 
 
-
 @cli.command()
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),

@@ -28,7 +28,7 @@ from pathlib import Path
 from hbseg.errors import CheckpointError, ConfigError
 
 __all__ = ["DatasetSpec", "FORMATS", "SPEC_NAMES", "MAX_CLASSES", "load_spec", "find_spec",
-           "resolve_spec", "cache_spec", "check_same_classes"]
+           "resolve_spec", "cache_spec", "check_cache_spec", "check_same_classes"]
 
 FORMATS = ("polygon-json", "coco", "index-png", "class-png")
 SPEC_NAMES = ("hbseg-dataset.yaml", "hbseg-dataset.yml", "hbseg-dataset.json")
@@ -179,6 +179,14 @@ def cache_spec(cache_dir: str | Path) -> DatasetSpec | None:
         return None
     d = meta.get("dataset") if isinstance(meta, dict) else None
     return None if d is None else DatasetSpec.from_dict(d, source=meta_path)
+
+
+def check_cache_spec(cache_dir: str | Path, spec: DatasetSpec | None) -> None:
+    """A cache built from another description than ``spec`` is an error, not rebuilt in
+    passing: another run may rely on its masks."""
+    if spec is not None and (Path(cache_dir) / "index.csv").is_file() and cache_spec(cache_dir) != spec:
+        raise ConfigError("this mask cache was built from another data set description; rebuild "
+                          "it with `hbseg-data cache ROOT --spec FILE --force`", cache_dir)
 
 
 def check_same_classes(have, want, path: str | Path | None, what: str = "checkpoint") -> None:

@@ -28,15 +28,13 @@ STATS_PNG = "stats.png"
 def _resolve_cache(root: str | Path, spec) -> tuple[object, Path]:
     """The description (``None``: the hands) and the mask cache folder of ``root``."""
     from .cache import default_cache_dir
-    from .spec import cache_spec, resolve_spec
+    from .spec import check_cache_spec, resolve_spec
 
     spec = resolve_spec(root, spec)
     cache_dir = default_cache_dir(root, spec)
     # `hbseg-data cache` would silently rebuild a cache of another description; a summary
     # must not destroy the cache another data set's training relies on
-    if spec is not None and (cache_dir / "index.csv").is_file() and cache_spec(cache_dir) != spec:
-        raise ConfigError("this mask cache was built from another data set description; rebuild "
-                          "it with `hbseg-data cache ROOT --spec FILE --force`", cache_dir)
+    check_cache_spec(cache_dir, spec)
     return spec, cache_dir
 
 

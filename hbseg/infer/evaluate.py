@@ -49,17 +49,16 @@ def _score_one(job) -> np.ndarray:
     return dice_scores(pred, gt)
 
 
-def _described(data) -> tuple:
+def _described(data, spec=None) -> tuple:
     """``(index, class names)`` of a described data set's mask cache (built if missing),
-    or ``(None, None)`` for the hands."""
-    from hbseg.data.spec import find_spec, load_spec
+    or ``(None, None)`` for the hands. ``spec``: the description, if already read."""
+    from hbseg.data.spec import resolve_spec
 
-    found = find_spec(data) if Path(data).is_dir() else None
-    if found is None:
+    spec = spec if spec is not None else resolve_spec(data)
+    if spec is None:
         return None, None
     from hbseg.data.cache import build_cache, load_cache_index
 
-    spec = load_spec(found)
     cache = Path(data) / "hbseg-cache"
     build_cache(data, cache, workers=1, progress=False, spec=spec)  # a no-op when up to date
     return load_cache_index(cache), spec.classes

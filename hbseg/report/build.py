@@ -137,7 +137,7 @@ def build_report(cfg: ReportConfig) -> dict:
         df_all = scan_split(resolve_split(cfg.data, "train"), labelled=True, exclude=())
         class_names = CLASSES
     else:  # the ground truth is the mask cache (built or refreshed if need be)
-        df_all, class_names = _described(cfg.data)
+        df_all, class_names = _described(cfg.data, spec)
     df = _select(EvalConfig(pred=cfg.preds[0], data=cfg.data, ids=cfg.ids, fold=cfg.fold), df_all)
     subs = [read_submission(p, class_names) for p in cfg.preds]
     for sub in subs:

@@ -26,8 +26,7 @@ from .kfold_plot import plot_kfold
 from .metrics_file import read_metrics
 
 __all__ = ["KFOLD_CONFIG", "KFOLD_SUMMARY", "KFOLD_PLOT", "fold_dir", "fold_state",
-           "train_kfold", "summarize_kfold", "load_kfold_config", "list_fold_dirs",
-           "read_metrics"]
+           "train_kfold", "summarize_kfold", "load_kfold_config", "list_fold_dirs"]
 
 KFOLD_CONFIG = "kfold-config.yaml"
 KFOLD_SUMMARY = "kfold.json"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["METRICS_NAME", "read_metrics"]
-
-METRICS_NAME = "metrics.jsonl"
+__all__ = ["read_metrics"]
 
 
 def read_metrics(path: str | Path) -> list[dict]:

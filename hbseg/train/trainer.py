@@ -59,13 +59,11 @@ def prepare_index(cfg: TrainConfig, main: bool = True) -> pd.DataFrame:
     """The mask-cache index for ``cfg.data``; the cache is built first if it is missing
     (by rank 0 only; the other ranks wait and get rank 0's error if it fails)."""
     from hbseg.data import load_cache_index
-    from hbseg.data.spec import cache_spec, resolve_spec
+    from hbseg.data.spec import check_cache_spec, resolve_spec
 
     spec = resolve_spec(cfg.data, cfg.spec)
     cache_dir = run_cache_dir(cfg, spec)
-    if spec is not None and (cache_dir / "index.csv").is_file() and cache_spec(cache_dir) != spec:
-        raise ConfigError("this mask cache was built from another data set description; rebuild "
-                          "it with `hbseg-data cache ROOT --spec FILE --force`", cache_dir)
+    check_cache_spec(cache_dir, spec)
     from hbseg.data.cache import refresh_cache, stale_reason
 
     # missing, from another hbseg, or a JSON/PNG changed since (size+mtime): (re)build, so

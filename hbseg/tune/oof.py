@@ -71,22 +71,16 @@ def quantize(probs) -> np.ndarray:
     return t.float().mul(LEVELS).round_().clamp_(0, LEVELS).to(torch.uint8).cpu().numpy()
 
 
-def _kfold_data(base) -> tuple[Path, tuple[str, ...], int]:
-    """The mask cache the folds were trained on, its class names and image channels: the
-    hands' 29 grey classes, or those of the data set description (as ``prepare_index``)."""
-    from hbseg.data.classes import CLASSES
-    from hbseg.data.spec import cache_spec
+def _kfold_data(base):
+    """The mask cache the folds were trained on and the data set's description (``None``:
+    the hands), as ``prepare_index`` chooses them."""
+    from hbseg.data.spec import check_cache_spec
     from hbseg.train.trainer import dataset_spec, run_cache_dir
 
     spec = dataset_spec(base)
     cache_dir = run_cache_dir(base, spec)
-    if spec is None:
-        return cache_dir, tuple(CLASSES), 1
-    if (cache_dir / "meta.json").is_file() and cache_spec(cache_dir) != spec:
-        raise ConfigError("this mask cache was built from another data set description than "
-                          "the k-fold run's; rebuild it with `hbseg-data cache ROOT --force`",
-                          cache_dir)
-    return cache_dir, spec.classes, spec.channels
+    check_cache_spec(cache_dir, spec)
+    return cache_dir, spec
 
 
 def _check_checkpoints(ckpts: dict[int, Path], classes: tuple[str, ...], channels: int) -> None:
@@ -108,15 +102,17 @@ def _oof_rows(cfg: OofConfig) -> tuple[pd.DataFrame, dict[int, Path], tuple[str,
     """The validation rows of every fold to predict, each fold's checkpoint, and the class
     names of the data the folds were trained on."""
     from hbseg.data import load_cache_index
+    from hbseg.data.classes import CLASSES
     from hbseg.data.split import apply_split
     from hbseg.train.kfold import list_fold_dirs, load_kfold_config
-    from hbseg.train.trainer import dataset_spec
 
     base = load_kfold_config(cfg.kfold_dir)
-    cache_dir, classes, channels = _kfold_data(base)
+    cache_dir, spec = _kfold_data(base)
+    # the hands' 29 grey classes, or the description's
+    classes, channels = (tuple(CLASSES), 1) if spec is None else (spec.classes, spec.channels)
     index = load_cache_index(cache_dir)
     # the folds the models were trained on
-    index = apply_split(index, base.split, base.data, described=dataset_spec(base) is not None)
+    index = apply_split(index, base.split, base.data, described=spec is not None)
     runs = list_fold_dirs(cfg.kfold_dir)
     if cfg.folds is None:
         folds = [k for k, run in runs.items() if (run / cfg.checkpoint).is_file()]
