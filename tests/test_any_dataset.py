@@ -240,8 +240,9 @@ def test_colour_loaders_agree(shapes):
 
 @pytest.mark.gpu
 def test_colour_graph_on_gpu_matches_cpu(shapes):
-    """Mixed RGB decoding and GPU CLAHE on luminance (padded like OpenCV) against the CPU
-    graph. Written without a GPU to run it on: the tolerance is the grey graph's."""
+    """Mixed RGB decoding and GPU CLAHE on luminance against the CPU graph. Both equalise
+    L as OpenCV's 8-bit Lab recipe does (hbseg's kernel on GPU, OpenCV under ``fn.clahe`` on
+    CPU), so only the warp differs: the grey graph's tolerance."""
     pytest.importorskip("nvidia.dali")
     from hbseg.dali_pipes import DaliLoader, LoaderConfig, NormalizeConfig
 
@@ -253,8 +254,10 @@ def test_colour_graph_on_gpu_matches_cpu(shapes):
         gpu = list(DaliLoader(idx, cfg, mode=mode, device="cuda"))
         for (a, m), (b, n) in zip(cpu, gpu, strict=True):
             assert b.shape == a.shape and n.shape == m.shape and b.device.type == "cuda"
-            assert float((a - b.cpu()).abs().max()) < 0.05
-            assert (m != n.cpu()).float().mean() < 5e-3
+            worst = float((a - b.cpu()).abs().max())
+            assert worst < 0.05, f"{mode}: max |GPU - CPU| {worst:.4f} (normalised)"
+            off = float((m != n.cpu()).float().mean())
+            assert off < 5e-3, f"{mode}: {off:.5f} of mask pixels differ"
 
 
 def test_colour_padding_is_black_per_channel():

@@ -256,9 +256,12 @@ def test_gpu_dali_and_torch_yield_the_same_samples(index):
     dali = build_loader("dali", index, cfg, "train", "cuda")
     torch_ = build_loader("torch", index, dataclasses.replace(cfg, num_threads=0), "train", "cuda")
     for (a, am), (b, bm) in zip(dali, torch_, strict=True):
+        # CLAHE exact on both sides; warp (DALI GPU vs OpenCV) ±1 and brightness rounding ±1
         d = (grey(a) - grey(b)).abs()
-        assert float(d.mean()) < 0.5 and float(d.max()) <= 2.0 + 1e-3
-        assert int(((am != bm).any(1) & ~(boundary(am) | boundary(bm))).sum()) == 0
+        assert float(d.mean()) < 0.5 and float(d.max()) <= 2.0 + 1e-3, \
+            f"|dali - torch| mean {float(d.mean()):.3f}, max {float(d.max()):.2f} grey levels"
+        inner = int(((am != bm).any(1) & ~(boundary(am) | boundary(bm))).sum())
+        assert inner == 0, f"{inner} mask pixels differ away from object boundaries"
 
 
 @pytest.mark.gpu

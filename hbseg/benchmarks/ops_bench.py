@@ -147,6 +147,9 @@ def _torch_rows(x: _Inputs, device: str) -> dict[str, Callable[[], object]]:
     return {"normalise": normalise, "mask unpack": lambda: unpack_masks_torch(masks)}
 
 
+_DALI_CLAHE = "clahe dali kernel"
+
+
 def _dali_rows(x: _Inputs, device: str, threads: int, device_id: int | None,
                batch: int) -> dict[str, Callable[[], object]]:
     """One small pipeline per operation; returns name → run-one-iteration."""
@@ -191,6 +194,11 @@ def _dali_rows(x: _Inputs, device: str, threads: int, device_id: int | None,
                                             interp_type=types.INTERP_NN),
         "normalise": lambda: normalize(pixels(x.small_images), NormalizeConfig()),
     }
+    if gpu:  # what grey GPU nodes ran before hbseg's own kernel: DALI's, padded to OpenCV's tiles
+        from hbseg.dali_pipes.clahe import clahe_like_opencv
+
+        graphs[_DALI_CLAHE] = lambda: clahe_like_opencv(pixels(x.images), tiles_x=8, tiles_y=8,
+                                                        clip_limit=2.0, gpu_kernel="dali")
     rows = {}
     for name, graph in graphs.items():
         @pipeline_def
@@ -254,6 +262,10 @@ def run_ops_bench(root: str | Path, out: str | Path | None = None, size: int = 5
         for dev, device_id, sync in dali_sets:
             for op, make in _dali_rows(x, dev, threads, device_id, batch_size).items():
                 impl = "dali " + ("mixed" if dev == "gpu" and op.startswith("decode") else dev)
+                if op == _DALI_CLAHE:
+                    op, impl = "clahe", "dali gpu fn.clahe"
+                elif op == "clahe" and dev == "gpu":
+                    impl = "hbseg kernel (dali gpu)"
                 record(op, impl, dev, make, sync, "" if op != "dali passthrough"
                        else "external_source → output only")
     except ImportError as e:

@@ -9,7 +9,12 @@ truncated last tile, which differs by up to ~10 grey levels on odd sizes.
 
 Padding the same way in the graph, running ``fn.clahe`` on an image whose sides are
 multiples of the grid (where both back-ends agree with OpenCV) and cropping back gives
-OpenCV's result on both; :func:`clahe_like_opencv` does that on GPU nodes only. OpenCV's rule, which differs from "pad to the next multiple"::
+OpenCV's result on grey images with DALI 2.4.0's CPU ``fn.clahe``, but not with its GPU
+one, which also rounds every tile's look-up table down: within 2 levels of OpenCV, about half
+the pixels one level darker. Grey GPU nodes therefore run hbseg's own kernel
+(:mod:`hbseg.dali_pipes.clahe_gpu`, bit for bit OpenCV's); :func:`clahe_like_opencv` chooses.
+
+OpenCV's padding rule, which differs from "pad to the next multiple"::
 
     if H % tiles_y or W % tiles_x:          # either side not a multiple of the grid
         pad_bottom = tiles_y - H % tiles_y  # a whole extra tile row when H already is one
@@ -76,24 +81,38 @@ def _pad(images, hw, tiles_x: int, tiles_y: int):
 
 
 def clahe_like_opencv(images, *, tiles_x: int, tiles_y: int, clip_limit: float, shape_hw=None,
-                      always_pad: bool = False):
-    """``cv2.createCLAHE(clip_limit, (tiles_x, tiles_y)).apply`` on HWC uint8 grey images.
+                      always_pad: bool = False, gpu_kernel: str = "exact"):
+    """``cv2.createCLAHE(clip_limit, (tiles_x, tiles_y)).apply`` on HWC uint8 images.
 
-    ``images``: a CPU or GPU DataNode, HWC uint8 with one channel; DALI picks the back-end
-    from it. ``shape_hw``: optional CPU node ``[H, W]`` per sample (``fn.peek_image_shape``);
-    without it the shape is read from ``images`` (for a GPU node that needs DALI's dynamic
-    executor, the default). A GPU node is padded (reflect-101), equalised and cropped back;
-    a CPU node goes straight to ``fn.clahe``, which already is OpenCV, unless ``always_pad``
-    (for tests). Cost forced on CPU, batch of four: 2048² within noise of ``fn.clahe`` (two
-    copies), 2048×1500 ~2.5× ``fn.clahe`` (DALI's CPU slice pads slowly); on GPU, unmeasured.
-    No conditionals inside: works in any pipeline, also inside a DALI ``if`` branch.
+    ``images``: a CPU or GPU DataNode, HWC uint8, grey (1 channel) or RGB (3: the luminance
+    is equalised, OpenCV's recipe through 8-bit Lab, as ``fn.clahe``'s ``luma_only`` does on
+    CPU); DALI picks the back-end from it. A CPU node goes straight to ``fn.clahe``, which
+    calls OpenCV, unless ``always_pad`` (for tests).
+
+    A GPU node runs hbseg's own kernel (:mod:`hbseg.dali_pipes.clahe_gpu`), equal to OpenCV
+    bit for bit, because DALI 2.4.0's GPU ``fn.clahe`` rounds its look-up tables down (about
+    half the pixels one level darker, a few two), tiles the unpadded image, and equalises
+    colour in 101 levels of L* where OpenCV's 8-bit Lab has 256. ``gpu_kernel="dali"`` keeps
+    ``fn.clahe`` there instead, padded reflect-101 to OpenCV's tiles and cropped back:
+    within 2 levels of OpenCV on grey images, up to ~20 on colour ones.
+
+    ``shape_hw``: optional CPU node ``[H, W]`` per sample (``fn.peek_image_shape``) for the
+    padded path; without it the shape is read from ``images`` (for a GPU node that needs
+    DALI's dynamic executor, the default). No conditionals inside: works in any pipeline,
+    also inside a DALI ``if`` branch.
     """
     from nvidia.dali import fn
 
     tiles_x, tiles_y = _check_grid(tiles_x, tiles_y)
+    if gpu_kernel not in ("exact", "dali"):
+        raise ValueError(f"gpu_kernel must be 'exact' or 'dali', got {gpu_kernel!r}")
     kw = dict(tiles_x=tiles_x, tiles_y=tiles_y, clip_limit=float(clip_limit))
     if images.device != "gpu" and not always_pad:
         return fn.clahe(images, **kw)
+    if images.device == "gpu" and gpu_kernel == "exact":
+        from .clahe_gpu import clahe_exact_gpu
+
+        return clahe_exact_gpu(images, **kw)
     hw = _int_hw(images, shape_hw)
     out = fn.clahe(_pad(images, hw, tiles_x, tiles_y), **kw)
     return fn.slice(out, start=[0, 0], shape=hw, axis_names="HW")

@@ -19,6 +19,9 @@ class AugmentConfig:
     clahe_p: float = 1.0
     clahe_clip_limit: float = 2.0
     clahe_tile_grid: tuple[int, int] = (8, 8)
+    # on GPU nodes: "exact" (hbseg's kernel, OpenCV bit for bit) or "dali" (DALI 2.4.0's
+    # fn.clahe, within 2 grey levels, see hbseg.dali_pipes.clahe); CPU nodes always call OpenCV
+    clahe_gpu_kernel: str = "exact"
     # shift/scale/rotate, as one affine matrix (albumentations ShiftScaleRotate ranges)
     ssr_p: float = 0.5
     shift_limit: float = 0.0625  # fraction of the side

@@ -55,7 +55,8 @@ def clahe_for_eval(aug: AugmentConfig) -> AugmentConfig:
     from .config import NO_AUGMENT
 
     return replace(NO_AUGMENT, clahe_p=1.0 if clahe_in_eval(aug.clahe_p) else 0.0,
-                   clahe_clip_limit=aug.clahe_clip_limit, clahe_tile_grid=aug.clahe_tile_grid)
+                   clahe_clip_limit=aug.clahe_clip_limit, clahe_tile_grid=aug.clahe_tile_grid,
+                   clahe_gpu_kernel=aug.clahe_gpu_kernel)
 
 
 def _clahe_always(images, aug: AugmentConfig):
@@ -63,7 +64,8 @@ def _clahe_always(images, aug: AugmentConfig):
 
     tiles_x, tiles_y = aug.clahe_tile_grid
     return clahe_like_opencv(images, tiles_x=int(tiles_x), tiles_y=int(tiles_y),
-                             clip_limit=float(aug.clahe_clip_limit))
+                             clip_limit=float(aug.clahe_clip_limit),
+                             gpu_kernel=aug.clahe_gpu_kernel)
 
 
 def clahe(images, aug: AugmentConfig, predicate=None):
