@@ -279,6 +279,37 @@ def test_infer_loader_names_a_corrupt_file(tmp_path):
     assert err.value.path == files[1]
 
 
+def test_closing_a_cache_loader_frees_its_arrays_at_once(index):
+    import gc
+    import weakref
+
+    gc.disable()  # what is freed must be freed by close(), not by a collection
+    try:
+        loader = DaliCacheLoader(index, LoaderConfig(size=32, batch_size=2), "train", "cpu",
+                                 headroom_bytes=0)
+        next(iter(loader))
+        refs = [weakref.ref(a) for arrays in loader._source.arrays for a in arrays]
+        assert refs and all(r() is not None for r in refs)
+        with loader:
+            pass  # the context manager closes it
+        alive = sum(r() is not None for r in refs)
+        assert alive == 0, f"{alive} of {len(refs)} cached arrays outlived close()"
+        with pytest.raises(RuntimeError, match="closed"):
+            iter(loader)
+        loader.close()  # twice is fine
+    finally:
+        gc.enable()
+
+
+def test_a_closed_file_loader_refuses_to_iterate(index):
+    loader = DaliLoader(index, LoaderConfig(size=32, batch_size=2), "eval", "cpu")
+    assert len(list(loader)) == len(loader)
+    loader.close()
+    assert loader.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        list(loader)
+
+
 # ----------------------------------------------------------------------------- GPU
 
 
@@ -289,8 +320,12 @@ def test_gpu_loader_yields_cuda_tensors_close_to_cpu(index):
     cpu = list(DaliLoader(index, cfg, "eval", "cpu"))
     for (xg, mg), (xc, mc) in zip(gpu, cpu, strict=True):
         assert xg.device.type == "cuda" and mg.device.type == "cuda"
-        assert (xg.cpu() - xc).abs().max() <= 1.5 / 255 / NORM.std  # CLAHE on GPU: ±1 grey level
-        assert (mg.cpu() == mc).float().mean() > 0.999  # nearest: float ties may differ
+        # CLAHE is exact on both; DALI's GPU warp computes its taps with fused multiply-adds
+        # where the CPU warp rounds each step, which moves a linear sample by at most 1 level
+        levels = float((xg.cpu() - xc).abs().max()) * 255 * NORM.std
+        assert levels <= 1.5, f"max |GPU - CPU| {levels:.2f} grey levels"
+        agree = float((mg.cpu() == mc).float().mean())
+        assert agree > 0.999, f"mask agreement {agree:.5f}"  # nearest: float ties may differ
 
 
 @pytest.mark.gpu

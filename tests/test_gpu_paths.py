@@ -41,7 +41,7 @@ def _metrics(run: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("loader", ["dali", "dali-cache"])
-def test_bf16_channels_last_epoch_then_resume(tiny_root, tmp_path, monkeypatch, loader):
+def test_bf16_channels_last_epoch_then_resume(tiny_root, tmp_path, monkeypatch, capfd, loader):
     from hbseg.models import read_checkpoint
     from hbseg.train.cli import main
 
@@ -51,16 +51,25 @@ def test_bf16_channels_last_epoch_then_resume(tiny_root, tmp_path, monkeypatch, 
     args = ["--data", tiny_root, "--loader", loader, "--device", "cuda", "--encoder", "resnet18",
             "--size", 64, "--batch-size", 2, "--epochs", 2, "--stop-after", 1, "--amp", "bf16",
             "--channels-last", "--val-full-res", "--workers", 2, "--no-progress", "--out", run]
-    assert run_main(main, args, monkeypatch) == 0
-    (first,) = _metrics(run)
-    assert first["amp"] == "bf16" and np.isfinite(first["loss"])
-    assert 0.0 <= first["mean_dice"] <= 1.0  # scored at full resolution (--val-full-res)
-    rng = read_checkpoint(run / "last.pt")["rng"][0]
-    assert "cuda" in rng and len(rng["cuda"]) == torch.cuda.device_count()
+    def tail() -> str:
+        out, err = capfd.readouterr()
+        return " | ".join((out + err).strip().splitlines()[-6:])
 
-    assert run_main(main, ["--resume", run, "--no-progress"], monkeypatch) == 0
+    rc = run_main(main, args, monkeypatch)
+    assert rc == 0, f"step 1 (first epoch, --stop-after 1) exited {rc}: {tail()}"
+    (first,) = _metrics(run)
+    assert first["amp"] == "bf16" and np.isfinite(first["loss"]), f"step 1 metrics: {first}"
+    # scored at full resolution (--val-full-res)
+    assert 0.0 <= first["mean_dice"] <= 1.0, f"step 1 metrics: {first}"
+    rng = read_checkpoint(run / "last.pt")["rng"][0]
+    assert "cuda" in rng and len(rng["cuda"]) == torch.cuda.device_count(), \
+        f"step 1 checkpoint rng keys {sorted(rng)}"
+
+    rc = run_main(main, ["--resume", run, "--no-progress"], monkeypatch)
+    assert rc == 0, f"step 2 (--resume in the same process) exited {rc}: {tail()}"
     recs = _metrics(run)
-    assert [r["epoch"] for r in recs] == [1, 2] and all(np.isfinite(r["loss"]) for r in recs)
+    assert [r["epoch"] for r in recs] == [1, 2] and all(np.isfinite(r["loss"]) for r in recs), \
+        f"step 2 metrics: {recs}"
     assert read_checkpoint(run / "last.pt")["epoch"] == 2
 
 
@@ -91,11 +100,14 @@ def test_gpu_random_clahe_brightness_fp16_match_cpu(tiny_cache):
     for (xg, mg), (xc, mc) in zip(gpu, cpu, strict=True):
         assert xg.is_cuda and xg.dtype == torch.float16 and torch.isfinite(xg).all()
         diff = (xg.float().cpu() - xc.float()).abs()
-        # the same samples got CLAHE and the same gains: only CLAHE's ±1 grey level
-        # (scaled by the contrast gain) and fp16 rounding remain
-        assert diff.max() <= 2.5 * GREY + 0.02, diff.max()
-        assert diff.mean() <= 0.5 * GREY
-        assert (mg.cpu() == mc).float().mean() > 0.999  # nearest: float ties may differ
+        # the same samples got CLAHE (exact on both) and the same gains: the GPU warp's fused
+        # multiply-adds (±1 level) and brightness rounding (±1), scaled by the contrast gain
+        # (≤ 1.2), and fp16 rounding (≤ 0.02 at these magnitudes) remain
+        worst, mean = float(diff.max()), float(diff.mean())
+        assert worst <= 2.5 * GREY + 0.02, f"max |GPU - CPU| {worst / GREY:.2f} grey levels"
+        assert mean <= 0.5 * GREY, f"mean |GPU - CPU| {mean / GREY:.3f} grey levels"
+        agree = float((mg.cpu() == mc).float().mean())
+        assert agree > 0.999, f"mask agreement {agree:.5f}"  # nearest: float ties may differ
 
 
 def test_gpu_infer_loader_full_resolution(tmp_path):
@@ -116,7 +128,10 @@ def test_gpu_infer_loader_full_resolution(tmp_path):
     assert [hw for _, b, _ in gpu for hw in b] == [(256, 200), (128, 264), (64, 64)]
     for g, c in zip(images_g, images_c, strict=True):
         assert g.is_cuda
-        assert (g.cpu() - c).abs().max() <= 1.5 * GREY  # GPU CLAHE: ±1 grey level
+        # no warp at full resolution and CLAHE exact on both: only the normalisation's float
+        # rounding may differ, far below a grey level
+        worst = float((g.cpu() - c).abs().max())
+        assert worst <= 1e-3, f"{tuple(g.shape)}: max |GPU - CPU| {worst / GREY:.3f} grey levels"
 
 
 def test_gpu_cache_eval_full_resolution_masks_are_exact(tiny_cache):
@@ -137,21 +152,56 @@ def test_gpu_cache_eval_full_resolution_masks_are_exact(tiny_cache):
 
 
 def test_cache_byte_estimate_matches_cuda_allocation(tiny_cache):
+    import gc
+
     from hbseg.dali_pipes import DaliCacheLoader, LoaderConfig
     from hbseg.dali_pipes.cache_loader import cache_bytes
 
     index = _index(tiny_cache)
     torch.zeros(1, device="cuda")
+    # an earlier test's loader freed by a collection inside the window would shrink the
+    # growth (seen on the H200: -143360 B): collect first, and hold the collector off
+    gc.collect()
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
-    loader = DaliCacheLoader(index, LoaderConfig(size=64, batch_size=3), "train", "cuda",
-                             headroom_bytes=0)
-    torch.cuda.synchronize()
-    grown = torch.cuda.memory_allocated() - before
+    gc.disable()
+    try:
+        loader = DaliCacheLoader(index, LoaderConfig(size=64, batch_size=3), "train", "cuda",
+                                 headroom_bytes=0)
+        torch.cuda.synchronize()
+        grown = torch.cuda.memory_allocated() - before
+    finally:
+        gc.enable()
     est = cache_bytes(index)
-    assert loader.cache_bytes == est
+    assert loader.cache_bytes == est, (loader.cache_bytes, est)
     # torch rounds each of the 2·N tensors up to 512 bytes; nothing else may stay behind
-    assert est <= grown <= est + 2 * len(index) * 512 + (1 << 20), (est, grown)
+    assert est <= grown <= est + 2 * len(index) * 512 + (1 << 20), \
+        f"estimate {est} B, CUDA allocation grew {grown} B ({grown - est:+d}) for {len(index)} images"
+
+
+def test_closing_the_cache_loader_returns_cuda_memory(tiny_cache):
+    import gc
+
+    from hbseg.dali_pipes import DaliCacheLoader, LoaderConfig
+
+    index = _index(tiny_cache)
+    torch.zeros(1, device="cuda")
+    gc.collect()  # nothing another test left for the collector may fall into the window
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    gc.disable()  # close() must free the cache, not a collection
+    try:
+        loader = DaliCacheLoader(index, LoaderConfig(size=64, batch_size=3), "train", "cuda",
+                                 headroom_bytes=0)
+        assert sum(1 for _ in loader) == len(loader)  # no batch outlives the loop
+        held = torch.cuda.memory_allocated() - before
+        loader.close()
+        torch.cuda.synchronize()
+        left = torch.cuda.memory_allocated() - before
+    finally:
+        gc.enable()
+    assert held >= loader.cache_bytes and left <= 0, \
+        f"cache {loader.cache_bytes} B; held {held} B while open, {left} B after close()"
 
 
 # ----------------------------------------------------------------------------- cupy

@@ -11,7 +11,7 @@ import pandas as pd
 
 from hbseg.errors import DataError
 
-__all__ = ["Loader", "epoch_order", "num_batches", "check_index"]
+__all__ = ["Loader", "epoch_order", "num_batches", "check_index", "close_loader"]
 
 
 @runtime_checkable
@@ -32,6 +32,14 @@ class Loader(Protocol):
     def __len__(self) -> int: ...
     def set_epoch(self, epoch: int) -> None: ...
     def reset(self) -> None: ...
+
+
+def close_loader(loader) -> None:
+    """Release what ``loader`` holds (pipeline, cached data, workers) now, where it can:
+    every hbseg back-end has ``close()``; a user's own loader may not."""
+    close = getattr(loader, "close", None)
+    if callable(close):
+        close()
 
 
 def epoch_order(n: int, epoch: int, seed: int, shuffle: bool, shard_id: int, num_shards: int) -> np.ndarray:

@@ -58,7 +58,7 @@ class PipelineLoader:
 
     def reset(self) -> None:
         """Close a half-read epoch: the source stops, the batches in flight are drained."""
-        if self._open:
+        if self._open and not self.closed:
             self._source.stop()
             while True:
                 try:
@@ -68,6 +68,8 @@ class PipelineLoader:
             self._open, self._at_end = False, True
 
     def __iter__(self) -> Iterator:
+        if self.closed:
+            raise RuntimeError(f"{type(self).__name__} was closed; build a new loader")
         self.reset()
         if self._at_end:
             self._pipe.reset()
@@ -75,6 +77,30 @@ class PipelineLoader:
         self._source.begin(self.epoch)
         self._open = True
         return self._batches()
+
+    def close(self) -> None:
+        """Release the pipeline and what its source holds (for ``dali-cache``, the decoded
+        data set) now. The pipeline's external-source callbacks keep the loader's source in
+        a reference cycle, so without this the memory waits for a garbage collection, and a
+        k-fold or tuning loop would hold the previous fold's cache beside the next one."""
+        pipe, self._pipe = getattr(self, "_pipe", None), None
+        if pipe is None:
+            return
+        self._open = False
+        self._source.release()
+        shutdown = getattr(pipe, "_shutdown", None)  # DALI's own atexit hook uses it too
+        if callable(shutdown):
+            shutdown()
+
+    @property
+    def closed(self) -> bool:
+        return getattr(self, "_pipe", None) is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _stream(self):
         if self._device_id is None:

@@ -82,6 +82,9 @@ class EpochSource:
         self.shard_id, self.num_shards = shard_id, num_shards
         self.begin(0)
 
+    def release(self) -> None:
+        """Drop what the source holds in memory (the loader is closing)."""
+
     def begin(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self.order = epoch_order(self.n, self.epoch, self.seed, self.shuffle,
@@ -159,6 +162,9 @@ class CachedArraySource(EpochSource):
             raise ValueError(f"cached arrays differ in length: {sorted(lengths)}")
         self._params = params
         super().__init__(lengths.pop(), batch_size, **plan)
+
+    def release(self) -> None:
+        self.arrays = [[] for _ in self.arrays]
 
     def pixels(self, info) -> tuple[list, ...]:
         idx = self._rows(info)

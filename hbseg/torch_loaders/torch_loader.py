@@ -206,6 +206,19 @@ class LoaderBase:
         """Nothing to rewind: every ``iter()`` starts the epoch afresh, and DataLoader
         discards the batches a half-read iterator left in flight."""
 
+    def close(self) -> None:
+        """Stop the persistent workers now rather than at a garbage collection."""
+        it = getattr(self._loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._loader._iterator = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __iter__(self) -> Iterator:
         for batch in _fork_safe_iter(self._loader):
             if isinstance(batch, SampleFailure):

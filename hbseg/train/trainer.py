@@ -210,9 +210,13 @@ def train(
     """
     info = ddp.init_distributed(cfg.device)
     started_group = info.distributed
+    run = None
     try:
-        return _Run(cfg, info, resume, overwrite, index).fit()
+        run = _Run(cfg, info, resume, overwrite, index)
+        return run.fit()
     finally:
+        if run is not None:
+            run.close()
         if started_group:
             ddp.cleanup_distributed()
 
@@ -334,6 +338,15 @@ class _Run:
         }
 
     # -- the epochs -------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the loaders' pipelines and caches now: a k-fold, tuning or resume in the
+        same process must not hold this run's GPU cache beside its own."""
+        from hbseg.dali_pipes.loader_base import close_loader
+
+        for loader in (getattr(self, "train_loader", None), getattr(self, "val_loader", None)):
+            if loader is not None:
+                close_loader(loader)
+
     def fit(self) -> dict:
         from .plot import plot_curves  # imported up front: a long run must not fail at the end
 
