@@ -145,14 +145,11 @@ def _infer(ckpt, root, out, *extra):
 
 
 def checkpoint_other_arch(root, tmp, ckpt):
-    import torch
+    from hbseg.models import ModelCard, create_model, save_checkpoint
 
     bad = tmp / "fpn-as-unet.pt"
-    obj = torch.load(ckpt, weights_only=False)
-    from hbseg.models import create_model
-
-    obj["state_dict"] = create_model("fpn", "resnet18").state_dict()
-    torch.save(obj, bad)
+    # saved by hbseg, so its hash holds: only the card and the weights disagree
+    save_checkpoint(bad, create_model("fpn", "resnet18"), ModelCard("unet", "resnet18", size=64))
     out = tmp / "sub.csv"
     return Case(_infer(bad, root, out), "weights do not fit a unet/resnet18 model", bad, [out])
 

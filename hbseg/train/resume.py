@@ -37,9 +37,11 @@ RESUMABLE = frozenset({
 
 
 def get_rng_state() -> dict:
+    name, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        # plain ints, not numpy's array: checkpoints hold only what weights_only loads
+        "numpy": (name, key.tolist(), pos, has_gauss, gauss),
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -49,7 +51,8 @@ def get_rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]  # key: a list, or an array (version 1)
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         saved = state["cuda"]
