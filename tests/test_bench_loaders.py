@@ -189,7 +189,63 @@ def test_spawn_reports_failures(tiny_root, tmp_path):
     r = _spawn(job, tmp_path / "nope.log", timeout=120, threads=1)
     assert r["status"] == "error" and "unknown loader 'nope'" in r["error"]
     r = _spawn({"job": "sysinfo"}, tmp_path / "slow.log", timeout=0.05, threads=1)
-    assert r["status"] == "error" and "timed out" in r["error"]
+    assert r["status"] == "timeout" and "timed out" in r["error"]
+
+
+def test_loaders_bench_killed_mid_run_keeps_finished_rows(tiny_root, tmp_path):
+    """results.json and table.md are rewritten after each run: killing hbseg-bench during a
+    run keeps the rows before it; a run past its own --run-timeout ends as a timeout row."""
+    import os
+    import signal
+
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "hbseg.benchmarks.cli", "loaders", "--data", str(tiny_root),
+           "--loaders", "torch,dali", "--size", "64", "--arch", "unet", "--encoder", "resnet18",
+           "--batch-size", "2", "--epochs", "1", "--warmup-epochs", "0", "--warmup-steps", "0",
+           "--steps-limit", "1", "--cpus", "1", "--device", "cpu", "--timeout", "300",
+           "--run-timeout", "torch=1", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    results = out / "results.json"
+    try:
+        deadline = time.monotonic() + 120
+        rows = []
+        while time.monotonic() < deadline and proc.poll() is None and len(rows) < 2:
+            time.sleep(0.2)
+            try:
+                rows = json.loads(results.read_text())["runs"]
+            except (OSError, ValueError, KeyError):
+                rows = []
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # while dali runs: the benchmark is cut short
+        proc.wait()
+    runs = json.loads(results.read_text())["runs"]
+    assert [r["loader"] for r in runs] == ["bound", "torch"]
+    bound, torch_row = runs
+    assert bound["status"] == "ok" and bound["train_epoch_s"] > 0
+    assert set(bound["startup"]) >= {"process_start_s", "imports_s", "cuda_init_s",
+                                     "model_build_s", "pipeline_build_s", "warmup_steps_s"}
+    assert torch_row["status"] == "timeout" and "timed out after" in torch_row["error"]
+    table = (out / "table.md").read_text()
+    assert "**bound**" in table and "torch" in table and "timed out after" in table
+
+
+def test_timed_out_run_keeps_what_it_measured():
+    from hbseg.benchmarks.loaders_bench import _partial_row
+    from hbseg.benchmarks.report import markdown_table
+
+    epoch = {"seconds": 2.0, "images_per_s": 4.0, "host_wait_s": 0.5, "host_wait_fraction": 0.25,
+             "gpu_idle_fraction": None, "first_batch_s": 0.1, "cpu_s_per_sample": 0.3}
+    partial = {"loader": "baseline", "cpus": 4, "batches_planned": 40, "load_batches_done": 21,
+               "train_batches_done": 13, "startup": {"imports_s": 5.0},
+               "load_epochs": [{"seconds": 1.0, "images_per_s": 8.0, "cpu_s_per_sample": 0.2}],
+               "train_epochs": [epoch]}
+    r = _partial_row(partial, 60)
+    assert r["status"] == "timeout" and r["error"] == "timed out after 34 of 40 batches (60 s)"
+    assert r["train_epoch_s"] == 2.0 and r["load_images_per_s"] == 8.0 and r["batches_done"] == 34
+    table = markdown_table({"runs": [r], "config": {}, "machine": {}})
+    assert "baseline (partial¹)" in table and "| 2.00 |" in table and "34 of 40" in table
 
 
 def test_config_and_cli_validation(tmp_path):

@@ -48,9 +48,14 @@ def test_env_through_the_cli(kit, monkeypatch, capsys):
 def test_test_and_ops_steps(kit):
     r = run_step("test", kit)
     assert r.ok, r.line
-    junit = _kit_json(kit, "test")["junit"]
-    assert junit["tests"] > 0 and junit["skipped"] == junit["tests"]  # no GPU: all skip
-    assert (Path(kit.out) / "test" / "pytest.log").is_file()
+    rep = _kit_json(kit, "test")["pytest"]
+    assert rep["source"] == "report-log" and rep["degraded"] is None and rep["finished"]
+    cases = rep["cases"]
+    assert cases and all(c["outcome"] == "skipped" for c in cases)  # no GPU: all skip
+    assert rep["counts"]["skipped"] == len(cases) == rep["selected"]
+    assert all(c["message"] for c in cases)  # the skip reason
+    log = (Path(kit.out) / "test" / "pytest.log").read_text()
+    assert " SKIPPED" in log  # -v: one line per test, not dots
 
     r = run_step("ops", kit)
     assert r.ok, r.line
@@ -96,3 +101,244 @@ def test_quality_continues_across_commands_and_restarts_fresh(kit):
     assert [json.loads(x)["epoch"] for x in (d / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     summary = json.loads((d / "quality.json").read_text())
     assert summary["epochs_done"] == 2 and summary["state"] == "finished"
+
+
+# a tiny test folder for the test step: one test passes, one fails, one passes its per-test
+# timeout, one would outlast the step's budget (pytest-timeout disabled for it)
+TINY_TESTS = """
+import time
+
+import pytest
+
+
+def test_pass():
+    pass
+
+
+def test_fail():
+    assert 1 == 2, "boom: the first line\\nthe second line"
+
+
+def test_past_its_timeout():
+    time.sleep(60)
+
+
+@pytest.mark.timeout(0)
+def test_hang():
+    time.sleep(600)
+"""
+
+
+def _tiny_tests(tmp_path: Path) -> Path:
+    d = tmp_path / "tiny"
+    d.mkdir()
+    (d / "test_tiny.py").write_text(TINY_TESTS)
+    return d
+
+
+def test_test_step_killed_at_its_budget_keeps_finished_results(tmp_path):
+    """The step's budget ends while pytest runs: kit.json still names every finished test
+    with its outcome and message, and the test that was running."""
+    tests = _tiny_tests(tmp_path)
+    cfg = KitConfig.make(tmp_path / "out", tmp_path / "work", dry=True, budget_s=10,
+                         bundle=False, test_marker="", test_paths=(str(tests),), test_timeout_s=2)
+    r = run_step("test", cfg)
+    assert not r.ok
+    assert "1 passed, 2 failed" in r.line and "(rc 124" in r.line, r.line
+    assert "budget ended during test_tiny.py::test_hang" in r.line, r.line
+    assert "failing: test_tiny.py::test_fail, test_tiny.py::test_past_its_timeout" in r.line
+    rep = _kit_json(cfg, "test")["pytest"]
+    assert rep["timed_out"] and not rep["finished"] and rep["source"] == "report-log"
+    assert rep["running_at_kill"] == "test_tiny.py::test_hang"
+    failing = {c["nodeid"]: c["message"] for c in rep["failing"]}
+    assert failing == {"test_tiny.py::test_fail": "AssertionError: boom: the first line",
+                       "test_tiny.py::test_past_its_timeout":
+                           "Failed: Timeout (>2.0s) from pytest-timeout."}
+    assert [c["outcome"] for c in rep["cases"]] == ["passed", "failed", "failed"]
+    assert rep["selected"] == 4 and rep["per_test_timeout_s"] == 2.0
+    cmd = _kit_json(cfg, "test")["commands"][0]
+    assert " -v " in cmd and "--timeout=2" in cmd and "--report-log=" in cmd
+
+
+def test_test_step_without_reportlog_and_picked_tests(tmp_path, monkeypatch, capsys):
+    """No pytest-reportlog (as on a machine without it): the step still runs and says so;
+    node ids and -k pick the tests to rerun."""
+    from hbseg.benchmarks import kit_test
+    from hbseg.benchmarks.cli import main
+
+    real = kit_test.have_plugin
+    monkeypatch.setattr(kit_test, "have_plugin", lambda m: m != "pytest_reportlog" and real(m))
+    tests = _tiny_tests(tmp_path)
+    out = tmp_path / "out"
+    args = ["kit", "test", f"{tests}/test_tiny.py::test_pass", f"{tests}/test_tiny.py::test_fail",
+            f"{tests}/test_tiny.py::test_hang", "-k", "not hang", "--marker", "", "--dry",
+            "--out", out, "--work", tmp_path / "work"]
+    assert run_main(main, args, monkeypatch) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("kit test: FAILED 1 passed, 1 failed") and "of 2 in" in line, line
+    assert "failing: " in line and "test_fail" in line and "no pytest-reportlog" in line, line
+    k = json.loads((out / "test" / "kit.json").read_text())
+    rep = k["pytest"]
+    assert rep["source"] == "junit" and "no pytest-reportlog" in rep["degraded"]
+    assert [c["message"] for c in rep["failing"]] == ["AssertionError: boom: the first line"]
+    assert "--report-log" not in k["commands"][0] and "-k" in k["commands"][0]
+
+
+def test_verbose_log_of_a_killed_run(tmp_path):
+    """Without pytest-reportlog a killed run leaves only pytest's -v lines: outcomes and the
+    test that was running, no messages."""
+    from hbseg.benchmarks.kit_test import read_verbose_log
+
+    log = tmp_path / "pytest.log"
+    log.write_text("collecting ... collected 4 items\n\n"
+                   "tests/test_a.py::test_one PASSED                [ 25%]\n"
+                   "tests/test_a.py::test_two[x y] FAILED           [ 50%]\n"
+                   "tests/test_a.py::test_two[x y] ERROR            [ 50%]\n"
+                   "tests/test_a.py::test_three \n"
+                   "kit: killed after 10 s\n")
+    rep = read_verbose_log(log)
+    assert [(c.nodeid, c.outcome) for c in rep.cases] == [
+        ("tests/test_a.py::test_one", "passed"), ("tests/test_a.py::test_two[x y]", "failed")]
+    assert rep.running == "tests/test_a.py::test_three" and not rep.finished
+
+
+def test_bench_step_killed_mid_run_keeps_finished_rows(tmp_path, monkeypatch):
+    """The step's budget ends during a loader run (here: as soon as the bound's row is on
+    disk): the finished row is in results.json, merged, and the line names what was not
+    reached; the bound's start-up calibrates the next part."""
+    import subprocess
+    import time
+
+    from hbseg.benchmarks import kit_base, kit_bench
+
+    real_run = kit_bench._run
+
+    def killed_after_first_row(cmd, log_path, timeout, env=None, commands=None):
+        if "loaders" not in cmd:
+            return real_run(cmd, log_path, timeout, env, commands)
+        commands.append(" ".join(cmd))
+        results = Path(cmd[cmd.index("--out") + 1]) / "results.json"
+        t0 = time.monotonic()
+        with open(log_path, "w") as log:
+            proc = kit_base._popen(cmd, log, {**kit_base._base_env(), **(env or {})})
+            try:
+                while proc.poll() is None and time.monotonic() - t0 < 120:
+                    time.sleep(0.2)
+                    try:
+                        if json.loads(results.read_text())["runs"]:
+                            break
+                    except (OSError, ValueError, KeyError):
+                        pass
+            finally:
+                kit_base._kill(proc)  # what the budget's end does
+        assert isinstance(proc, subprocess.Popen)
+        return 124, time.monotonic() - t0
+
+    monkeypatch.setattr(kit_bench, "_run", killed_after_first_row)
+    cfg = KitConfig.make(tmp_path / "out", tmp_path / "work", dry=True, budget_s=240,
+                         bundle=False, bench_loaders=("dali", "torch"))
+    r = run_step("bench", cfg, cpus=1)
+    assert not r.ok
+    assert "bound " in r.line and "not reached: dali, torch" in r.line and "budget ended" in r.line
+    d = Path(cfg.out) / "bench-1"
+    runs = json.loads((d / "run" / "results.json").read_text())["runs"]
+    assert [x["loader"] for x in runs] == ["bound"] and runs[0]["status"] == "ok"
+    merged = json.loads((d / "merged" / "results.json").read_text())["runs"]
+    assert [x["loader"] for x in merged] == ["bound"]
+    k = _kit_json(cfg, "bench-1")
+    assert k["plan"]["runs"] == ["bound", "dali", "torch"]
+    assert dict(k["plan"]["timeouts"])["bound"] > 0
+    cal = json.loads((Path(cfg.work) / "bench" / "calibration.json").read_text())
+    assert cal["startup_s"] > 0 and cal["step_s"] > 0 and "imports_s" in cal["startup_parts"]
+    # the next part on this machine starts from what was measured, and skips the bound
+    from hbseg.benchmarks.kit_bench import _has_bound, calibration
+
+    assert calibration(cfg, 1).source.startswith("measured") and _has_bound(cfg, 1)
+
+
+def test_bench_plan_gives_the_baseline_what_is_left():
+    from hbseg.benchmarks.kit_bench import Calibration, plan_runs
+
+    cfg = KitConfig.make("out", "work")  # GPU sizes: 50 batches per epoch, 3+1 epochs
+    cal = Calibration(startup_s=45, step_s=0.108, batch_s={"baseline": 1.0}, source="test")
+    kinds = ("baseline", "torch", "dali", "dali-cache")
+    plan = plan_runs(cfg, cal, kinds, bound=True, available_s=500)
+    assert plan.runs == ("bound", "dali-cache", "dali", "torch", "baseline")
+    t = dict(plan.timeouts)
+    assert t["bound"] == pytest.approx((45 + 153 * 0.108) * 1.5, abs=0.1)
+    assert plan.steps == 50 and dict(plan.loader_steps)["baseline"] < 50
+    assert any("baseline:" in n for n in plan.notes)
+    # the others' expected times (limits / margin), then all that is left for the baseline
+    left = 500 - (t["bound"] + 3 * t["dali"]) / 1.5
+    assert t["baseline"] == pytest.approx(left, abs=0.5) and plan.expected_s <= 500
+    tight = plan_runs(cfg, cal, kinds, bound=True, available_s=300)
+    assert tight.steps < 50 and any("batches per epoch instead of 50" in n for n in tight.notes)
+
+
+# run in a fresh interpreter: every attempt to resolve a name or open an internet
+# connection is recorded (and refused), then hbseg, albumentations and a DALI CPU loader run
+NO_NETWORK = r"""
+import json, os, socket, sys
+
+attempts = []
+
+def refuse(what):
+    def guard(*args, **kwargs):
+        attempts.append(f"{what}{args[:2]!r}")
+        raise OSError("no network in this test")
+    return guard
+
+socket.getaddrinfo = refuse("getaddrinfo")
+socket.create_connection = refuse("create_connection")
+_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+def connect(self, address, _real=_connect):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        return refuse("connect")(address)
+    return _real(self, address)
+
+def connect_ex(self, address, _real=_connect_ex):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        return refuse("connect_ex")(address)
+    return _real(self, address)
+
+socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+
+import hbseg  # noqa: E402
+import albumentations  # noqa: E402,F401
+
+loaded = None
+if sys.argv[1] != "-":
+    from hbseg.dali_pipes.config import LoaderConfig
+    from hbseg.dali_pipes.factory import build_loader
+    from hbseg.data.cache import load_cache_index
+
+    index = load_cache_index(sys.argv[1])
+    loader = build_loader("dali", index, LoaderConfig(size=64, batch_size=2, num_threads=1),
+                          "train", "cpu")
+    image, _ = next(iter(loader))
+    loaded = list(image.shape)
+print(json.dumps({"attempts": attempts, "env": os.environ.get("NO_ALBUMENTATIONS_UPDATE"),
+                  "batch": loaded}))
+"""
+
+
+def test_no_process_reaches_for_the_network(tiny_root):
+    """Importing hbseg (then albumentations) and running a loader opens no socket: hbseg
+    sets NO_ALBUMENTATIONS_UPDATE=1 for itself and every process it starts."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("nvidia.dali")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run([sys.executable, "-c", NO_NETWORK, str(tiny_root / "hbseg-cache")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["attempts"] == [] and out["env"] == "1" and out["batch"] == [2, 1, 64, 64]
+    # and the kit's commands get it whatever their parent's environment
+    from hbseg.benchmarks.kit_base import _base_env
+
+    assert _base_env()["NO_ALBUMENTATIONS_UPDATE"] == "1"

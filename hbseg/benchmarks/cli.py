@@ -37,6 +37,21 @@ def _parse_loaders(value: str | None, device: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _parse_pairs(value: str | None, cast, option: str) -> tuple[tuple[str, object], ...]:
+    """``baseline=20,dali=60`` as ``(("baseline", 20), ("dali", 60))``."""
+    pairs = []
+    for item in _csv(value):
+        name, sep, v = item.partition("=")
+        try:
+            pairs.append((name.strip(), cast(v)))
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected LOADER=VALUE pairs like baseline=20, got {item!r}",
+                                     param_hint=option)
+    return tuple(pairs)
+
+
 def _parse_cpus(value: str | None) -> tuple[int | None, ...]:
     if not value:
         return (None,)
@@ -132,6 +147,13 @@ def bench() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--timeout", "timeout_s", default=3600.0, show_default=True, type=click.FloatRange(1),
               help="Seconds before one (loader, cores) run is stopped and reported as failed.")
+@click.option("--run-timeout", "run_timeouts", default=None,
+              help="Per-run limits replacing --timeout, e.g. bound=90,baseline=200 (seconds).")
+@click.option("--loader-steps", "loader_steps", default=None,
+              help="Per-loader batches per epoch replacing --steps-limit, e.g. baseline=10 "
+                   "(the table notes it).")
+@click.option("--no-bound", "no_bound", is_flag=True, default=False,
+              help="Leave the no-loading bound out (merged later from a run that has it).")
 @click.option("--note", "notes", multiple=True, help="A note to store in results.json (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-loaders"),
               show_default=True, help="Folder for results.json, table.md, loaders.png and logs/.")
@@ -140,7 +162,8 @@ def loaders(data: Path, synth_ids: int | None, synth_size: int, prep_workers: in
             loaders: str | None, size: int, arch: str, encoder: str, batch_size: int,
             workers: int | None, cpus: str | None, epochs: int, warmup_epochs: int,
             warmup_steps: int, steps_limit: int | None, amp: str, device: str, seed: int,
-            timeout_s: float, notes: tuple[str, ...], out: Path, debug: bool) -> None:
+            timeout_s: float, run_timeouts: str | None, loader_steps: str | None,
+            no_bound: bool, notes: tuple[str, ...], out: Path, debug: bool) -> None:
     """Epoch time, throughput, CPU cost and data wait of every loader, side by side,
     against the baseline and the no-loading bound."""
     from hbseg.data.spec import resolve_spec
@@ -160,6 +183,8 @@ def loaders(data: Path, synth_ids: int | None, synth_size: int, prep_workers: in
         encoder=encoder, batch_size=batch_size, workers=workers, cpus=_parse_cpus(cpus),
         epochs=epochs, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
         steps_limit=steps_limit, amp=amp, device=device, seed=seed, timeout_s=timeout_s,
+        loader_timeouts=_parse_pairs(run_timeouts, float, "--run-timeout"),
+        loader_steps=_parse_pairs(loader_steps, int, "--loader-steps"), bound=not no_bound,
     )
     _check_model(arch, encoder)
     prepare_data(data, synth_ids, synth_size, seed, prep_workers, log=log)
@@ -228,7 +253,7 @@ def report(results: tuple[Path, ...], out: Path, debug: bool) -> None:
 
 @bench.command()
 @click.argument("step", type=click.Choice(("env", "test", "ops", "bench", "quality")))
-@click.argument("cpus", required=False, type=click.IntRange(1))
+@click.argument("args", nargs=-1)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Writes OUT/<step>/ [default: $OUT, else ./kit-out].")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -242,21 +267,51 @@ def report(results: tuple[Path, ...], out: Path, debug: bool) -> None:
               help="quality: at most N more epochs in this command.")
 @click.option("--steps", type=click.IntRange(1), default=None,
               help="bench: batches per epoch [default: 50; fewer when the baseline times out].")
+@click.option("--loaders", "bench_loaders", default=None,
+              help="bench: the loaders to run, e.g. torch,baseline (the bound too unless an "
+                   "earlier part on this machine has it) [default: every one].")
+@click.option("-k", "keyword", default=None,
+              help="test: pytest -k EXPR, e.g. to rerun the failing tests alone.")
+@click.option("--marker", default=None,
+              help='test: pytest -m EXPR [default: gpu; "" runs every selected test].')
+@click.option("--test-timeout", type=click.FloatRange(0), default=None,
+              help="test: seconds per test (pytest-timeout; 0: none) [default: 120].")
 @debug_option
-def kit(step: str, cpus: int | None, out: Path | None, work: Path | None, dry: bool,
+def kit(step: str, args: tuple[str, ...], out: Path | None, work: Path | None, dry: bool,
         budget_s: float | None, epochs: int | None, slice_epochs: int | None, steps: int | None,
-        debug: bool) -> None:
-    """One step of a GPU session: env, test, ops, bench CPUS, quality (see benchmarks/README.md,
-    "GPU session runbook"). Prints one line `kit STEP: ok|FAILED ...`; exits 1 on FAILED."""
+        bench_loaders: str | None, keyword: str | None, marker: str | None,
+        test_timeout: float | None, debug: bool) -> None:
+    """One step of a GPU session: env, test [NODEID…], ops, bench CPUS, quality (see
+    benchmarks/README.md, "GPU session runbook"). Prints one line `kit STEP: ok|FAILED ...`;
+    exits 1 on FAILED."""
     from .kit import KitConfig, default_out, default_work, dry_requested, run_step
 
+    cpus, tests = _kit_args(step, args)
     dry = dry or dry_requested()
     cfg = KitConfig.make(out or default_out(), work or default_work(dry), dry, budget_s=budget_s,
-                         quality_epochs=epochs, quality_slice_epochs=slice_epochs, bench_steps=steps)
+                         quality_epochs=epochs, quality_slice_epochs=slice_epochs, bench_steps=steps,
+                         test_keyword=keyword, test_marker=marker, test_timeout_s=test_timeout,
+                         test_paths=tests or None,
+                         bench_loaders=tuple(_csv(bench_loaders)) or None)
     result = run_step(step, cfg, cpus)
     click.echo(result.line)
     if not result.ok:
         sys.exit(1)
+
+
+def _kit_args(step: str, args: tuple[str, ...]) -> tuple[int | None, tuple[str, ...]]:
+    """``bench`` takes one core count, ``test`` node ids or paths, the others nothing."""
+    from hbseg.errors import ConfigError
+
+    if step == "bench":
+        if len(args) != 1 or not args[0].isdigit() or int(args[0]) < 1:
+            raise ConfigError("bench needs one core count: hbseg-bench kit bench 16")
+        return int(args[0]), ()
+    if step == "test":
+        return None, args
+    if args:
+        raise ConfigError(f"kit {step} takes no arguments, got {' '.join(args)}")
+    return None, ()
 
 
 main = main_entry(bench)

@@ -27,6 +27,11 @@ class BenchConfig:
     steps_limit: cap on batches per epoch, for quick runs; ``None`` reads whole epochs.
     bound_batches: real batches kept resident on the device for the no-loading bound.
     timeout_s: wall-clock limit of one (loader, cpus) measurement subprocess.
+    loader_steps: ``(loader, K)`` pairs: that loader's epochs capped at K batches instead of
+        ``steps_limit`` (a slow ``baseline`` measured on fewer batches so that it fits).
+    loader_timeouts: ``(loader, seconds)`` pairs replacing ``timeout_s`` for that loader
+        (``bound`` included): each run's limit sized from what it needs.
+    bound: measure the no-loading bound first (off when an earlier part, to be merged, has it).
     """
 
     data: str
@@ -50,12 +55,15 @@ class BenchConfig:
     channels_last: bool = True
     bound_batches: int = 4
     timeout_s: float = 3600.0
+    loader_steps: tuple[tuple[str, int], ...] = ()
+    loader_timeouts: tuple[tuple[str, float], ...] = ()
+    bound: bool = True
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
-        if not self.loaders:
+        if not self.loaders and not self.bound:
             bad("no loader to measure")
         if self.size < 16:
             bad(f"--size must be at least 16, got {self.size}")
@@ -82,11 +90,26 @@ class BenchConfig:
             bad(f"--amp {self.amp} needs --device cuda; on CPU use --amp off (or auto)")
         if self.timeout_s <= 0:
             bad(f"timeout must be positive, got {self.timeout_s}")
+        for name, k in self.loader_steps:
+            if k < 1:
+                bad(f"--loader-steps {name}={k}: at least 1 batch")
+        for name, t in self.loader_timeouts:
+            if t <= 0:
+                bad(f"--run-timeout {name}={t}: must be positive")
+
+    def steps_for(self, kind: str) -> int | None:
+        """Batches per epoch for ``kind``: its own cap, else ``steps_limit``."""
+        return dict(self.loader_steps).get(kind, self.steps_limit)
+
+    def timeout_for(self, kind: str) -> float:
+        return dict(self.loader_timeouts).get(kind, self.timeout_s)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["loaders"] = list(self.loaders)
         d["cpus"] = list(self.cpus)
+        d["loader_steps"] = [list(x) for x in self.loader_steps]
+        d["loader_timeouts"] = [list(x) for x in self.loader_timeouts]
         return d
 
     @classmethod
@@ -94,6 +117,8 @@ class BenchConfig:
         d = dict(d)
         d["loaders"] = tuple(d.get("loaders", ()))
         d["cpus"] = tuple(d.get("cpus", (None,)))
+        d["loader_steps"] = tuple((str(k), int(v)) for k, v in d.get("loader_steps", ()))
+        d["loader_timeouts"] = tuple((str(k), float(v)) for k, v in d.get("loader_timeouts", ()))
         return cls(**d)
 
     def replace(self, **changes) -> BenchConfig:

@@ -21,230 +21,45 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from hbseg.atomic import atomic_path, atomic_write_text, check_writable_dir
 from hbseg.errors import ConfigError
 from hbseg.train.metrics_file import read_metrics
 
+from .kit_base import (
+    STEPS,
+    KitConfig,
+    StepResult,
+    _base_env,
+    _Clock,
+    _cores,
+    _kill,
+    _loaders_for,
+    _log,
+    _popen,
+    _py,
+    _run,
+    _smi,
+    _tail,
+    _threads,
+    default_out,
+    default_work,
+    dry_requested,
+    ensure_data,
+    real_hands_dir,
+)
+from .kit_bench import step_bench
+from .kit_test import step_test
+
 __all__ = ["STEPS", "KitConfig", "StepResult", "run_step", "ensure_data", "real_hands_dir",
            "default_out", "default_work", "dry_requested"]
-
-STEPS = ("env", "test", "ops", "bench", "quality")
-DATA_VERSION = 1  # bump when the synthetic generator's output changes
-
-
-@dataclass(frozen=True)
-class KitConfig:
-    """Sizes of every step; ``KitConfig.make(dry=True)`` is the CPU dry run's."""
-
-    out: str
-    work: str
-    dry: bool = False
-    budget_s: float = 540.0  # a device command may run 600 s; keep a minute for transfers
-    ids: int = 400  # patients: 800 images, 792 after the default exclusions
-    synth_size: int = 2048
-    seed: int = 0
-    size: int = 1024
-    batch_size: int = 8
-    arch: str = "unet"
-    encoder: str = "efficientnet-b2"
-    device: str = "cuda"
-    amp: str = "bf16"
-    ops_iters: int = 10
-    ops_warmup: int = 2
-    ops_repeats: int = 3
-    bench_epochs: int = 3
-    bench_warmup_epochs: int = 1
-    bench_warmup_steps: int = 3
-    bench_steps: int = 50  # batches per epoch: 400 images, so five runs fit in the budget
-    quality_loader: str = "dali-cache"
-    quality_epochs: int = 40
-    quality_slice_epochs: int | None = None  # at most this many epochs per command
-    bundle: bool = True  # OUT/<step>/ = kit.json + <step>.tar.gz (a device command returns 8 files)
-
-    @classmethod
-    def make(cls, out: str | Path, work: str | Path, dry: bool = False, **changes) -> KitConfig:
-        base = cls(out=str(out), work=str(work), dry=dry)
-        if dry:
-            base = replace(base, ids=4, synth_size=128, size=64, batch_size=2, encoder="resnet18",
-                           device="cpu", amp="off", ops_iters=1, ops_warmup=0, ops_repeats=1,
-                           bench_epochs=1, bench_warmup_epochs=0, bench_warmup_steps=0,
-                           bench_steps=1, quality_loader="dali", quality_epochs=2)
-        return replace(base, **{k: v for k, v in changes.items() if v is not None})
-
-
-@dataclass(frozen=True)
-class StepResult:
-    step: str
-    ok: bool
-    summary: str
-    seconds: float
-
-    @property
-    def line(self) -> str:
-        return f"kit {self.step}: {'ok' if self.ok else 'FAILED'} {self.summary}"
-
-
-def dry_requested() -> bool:
-    return os.environ.get("HBSEG_GPU_DRY", "") not in ("", "0")
-
-
-def default_out() -> Path:
-    return Path(os.environ.get("OUT") or "kit-out")
-
-
-def default_work(dry: bool) -> Path:
-    return Path(os.environ.get("HBSEG_KIT_WORK") or ("/tmp/hbseg-kit-dry" if dry else "/tmp/hbseg-kit"))
-
-
-def _repo_root() -> Path:
-    import hbseg
-
-    return Path(hbseg.__file__).resolve().parents[1]
-
-
-def real_hands_dir() -> Path:
-    """``$HBSEG_REAL_HANDS``, else the checkout's ignored ``tests/data/real-hands``."""
-    env = os.environ.get("HBSEG_REAL_HANDS")
-    return Path(env) if env else _repo_root() / "tests" / "data" / "real-hands"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-class _Clock:
-    def __init__(self, budget_s: float) -> None:
-        self.t0, self.budget = time.monotonic(), budget_s
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
-
-    def left(self) -> float:
-        return max(0.0, self.budget - self.elapsed())
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _cores() -> int:
-    from .sysinfo import allowed_cpus
-
-    return len(allowed_cpus())
-
-
-def _run(cmd: list[str], log_path: Path, timeout: float, env: dict | None = None,
-         commands: list | None = None) -> tuple[int, float]:
-    """Run ``cmd`` with its output in ``log_path``; rc 124 when killed at ``timeout``."""
-    _log("$ " + " ".join(cmd))
-    if commands is not None:
-        commands.append(" ".join(cmd))
-    full_env = {**_base_env(), **(env or {})}
-    t0 = time.monotonic()
-    with open(log_path, "w") as log:
-        proc = _popen(cmd, log, full_env)
-        try:
-            rc = proc.wait(timeout=max(1.0, timeout))
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            rc = 124
-            with open(log_path, "a") as f:
-                f.write(f"\nkit: killed after {timeout:.0f} s\n")
-        finally:
-            if proc.poll() is None:  # the kit itself is stopping (SIGTERM, Ctrl-C)
-                _kill(proc)
-    return rc, time.monotonic() - t0
-
-
-def _popen(cmd: list[str], log, env: dict) -> subprocess.Popen:
-    # its own process group (killed as one), but the kit's session: a device command
-    # that ends takes every process of its session with it, and none stays on the GPU
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env, cwd=_repo_root(), preexec_fn=os.setpgrp)
-
-
-def _base_env() -> dict:
-    # the hbseg commands the kit starts die with it (hbseg.lifetime), so a kit killed at the
-    # device command's limit leaves no training or measurement on the GPU
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1",
-            "HBSEG_DIE_WITH_PARENT": "1"}
-
-
-def _threads(cfg: KitConfig) -> dict:
-    """The dry run's processes use one OpenMP thread: on a shared 2-core runner more made
-    its tiny models several times slower."""
-    return {"OMP_NUM_THREADS": "1"} if cfg.dry else {}
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-def _py(*args: str) -> list[str]:
-    return [sys.executable, "-m", *args]
-
-
-def _tail(path: Path, n: int = 2) -> str:
-    try:
-        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])[-300:]
-
-
-def _smi(query: str) -> list[str]:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return []
-    try:
-        r = subprocess.run([exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
-                           capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [x.strip() for x in r.stdout.splitlines()[0].split(",")] if r.returncode == 0 and r.stdout else []
-
-
-# --------------------------------------------------------------------------- data
-
-
-def ensure_data(cfg: KitConfig, log=_log) -> Path:
-    """The kit's synthetic data set and mask cache in WORK/data, made once per machine:
-    reused while ``kit-data.json`` records the same parameters, else made again."""
-    root = Path(cfg.work) / "data"
-    want = {"ids": cfg.ids, "size": cfg.synth_size, "seed": cfg.seed, "version": DATA_VERSION}
-    marker = root / "kit-data.json"
-    try:
-        if json.loads(marker.read_text()) == want and (root / "hbseg-cache" / "index.csv").is_file():
-            return root
-    except (OSError, ValueError):
-        pass
-    from hbseg.data.cache import build_cache
-    from hbseg.data.synth import SynthConfig, generate_dataset
-
-    shutil.rmtree(root, ignore_errors=True)
-    workers = 1 if cfg.dry else None
-    t0 = time.monotonic()
-    generate_dataset(root, SynthConfig(ids=cfg.ids, size=cfg.synth_size, seed=cfg.seed),
-                     workers=workers, progress=False)
-    t1 = time.monotonic()
-    build_cache(root, workers=workers, progress=False)
-    t2 = time.monotonic()
-    atomic_write_text(marker, json.dumps(want) + "\n")  # last: a half-made set has no marker
-    log(f"data: {2 * cfg.ids} images of {cfg.synth_size} px in {root}: synth {t1 - t0:.0f} s, "
-        f"mask cache {t2 - t1:.0f} s")
-    return root
 
 
 # --------------------------------------------------------------------------- steps
@@ -290,47 +105,6 @@ def _step_env(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool
     return (cfg.dry or info["gpu_name"] is not None), line
 
 
-def _junit_counts(path: Path) -> dict:
-    import xml.etree.ElementTree as ET
-
-    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "failed": []}
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
-        return counts
-    for suite in root.iter("testsuite"):
-        for k in ("tests", "failures", "errors", "skipped"):
-            counts[k] += int(suite.get(k, 0))
-    for case in root.iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
-            counts["failed"].append(f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}")
-    return counts
-
-
-def _step_test(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool, str]:
-    tests = _repo_root() / "tests"
-    if not tests.is_dir():
-        return False, f"no tests folder at {tests} (run from a checkout)"
-    hands = real_hands_dir()
-    n_hands = len(list(hands.glob("*.png"))) if hands.is_dir() else 0
-    env = {"HBSEG_REAL_HANDS": str(hands)} if n_hands else {}
-    # the dry run only proves the plumbing: the GPU tests of one file, collected and skipped
-    where = [str(tests / "test_gpu_paths.py")] if cfg.dry else [str(tests)]
-    cmd = _py("pytest", "-m", "gpu", "-ra", "-q", "-p", "no:cacheprovider",
-              f"--junitxml={d / 'junit.xml'}", *where)
-    rc, secs = _run(cmd, d / "pytest.log", clock.left(), {**env, **_threads(cfg)}, notes["commands"])
-    c = _junit_counts(d / "junit.xml")
-    passed = c["tests"] - c["failures"] - c["errors"] - c["skipped"]
-    line = (f"{passed} passed, {c['failures']} failed, {c['errors']} errors, {c['skipped']} "
-            f"skipped in {secs:.0f} s (rc {rc}, real hands {n_hands})")
-    if c["failed"]:
-        line += "; failing: " + ", ".join(c["failed"][:4]) + (" …" if len(c["failed"]) > 4 else "")
-    if rc == 124:
-        line += "; timed out"
-    notes["junit"] = c
-    return rc == 0, line
-
-
 def _latency_main(args_json: str) -> None:
     """Child process of the ``ops`` step: build one back-end, time its first two batches."""
     a = json.loads(args_json)
@@ -373,12 +147,6 @@ def _latency_main(args_json: str) -> None:
     Path(a["result"]).write_text(json.dumps(out) + "\n")
 
 
-def _loaders_for(cfg: KitConfig) -> tuple[str, ...]:
-    if cfg.dry:  # one back-end covers every code path of the kit; each costs a process
-        return ("dali",)
-    return ("baseline", "torch", "dali") + (("dali-cache",) if cfg.device.startswith("cuda") else ())
-
-
 def _step_ops(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool, str]:
     root = ensure_data(cfg)
     threads = _cores()
@@ -414,51 +182,6 @@ def _step_ops(cfg: KitConfig, d: Path, clock: _Clock, notes: dict) -> tuple[bool
                     if "first_batch_s" in r else f"{r['loader']} failed" for r in latency)
     ok = rc == 0 and bad == 0 and all("first_batch_s" in r for r in latency)
     line = (f"{len(rows)} op rows ({bad} failed) in {secs:.0f} s (rc {rc}); build+first batch: {fmt}")
-    return ok, line
-
-
-def _step_bench(cfg: KitConfig, d: Path, clock: _Clock, notes: dict, cpus: int) -> tuple[bool, str]:
-    have = _cores()
-    if cpus > have:
-        if not cfg.dry:
-            return False, f"{cpus} cores asked for, this machine gives {have}"
-        cpus = have
-    root = ensure_data(cfg)
-    kinds = _loaders_for(cfg)
-    # every loader and the bound get an equal share of what is left, minus the merge
-    per_run = max(30.0, (clock.left() - 20) / (len(kinds) + 1))
-    run = d / "run"
-    cmd = _py("hbseg.benchmarks.cli", "loaders", "--data", str(root), "--loaders", ",".join(kinds),
-              "--size", str(cfg.size), "--arch", cfg.arch, "--encoder", cfg.encoder,
-              "--batch-size", str(cfg.batch_size), "--cpus", str(cpus),
-              "--epochs", str(cfg.bench_epochs), "--warmup-epochs", str(cfg.bench_warmup_epochs),
-              "--warmup-steps", str(cfg.bench_warmup_steps), "--steps-limit", str(cfg.bench_steps),
-              "--amp", cfg.amp, "--device", cfg.device.split(":")[0], "--timeout", f"{per_run:.0f}",
-              "--note", f"hbseg-bench kit bench {cpus}", "--out", str(run))
-    rc, secs = _run(cmd, d / "loaders.log", clock.left() - 10, _threads(cfg), notes["commands"])
-    try:
-        runs = json.loads((run / "results.json").read_text())["runs"]
-    except (OSError, ValueError, KeyError):
-        return False, f"no results.json (rc {rc}): {_tail(d / 'loaders.log')}"
-    keep = Path(cfg.work) / "bench" / f"cpus-{cpus}"  # parts this machine measured, for merging
-    keep.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / "results.json", keep / "results.json")
-    parts = sorted(str(p) for p in (Path(cfg.work) / "bench").glob("cpus-*/results.json"))
-    mrc, _ = _run(_py("hbseg.benchmarks.cli", "report", *parts, "--out", str(d / "merged")),
-                  d / "report.log", max(10.0, clock.left()), _threads(cfg), notes["commands"])
-    with contextlib.suppress(OSError):
-        notes["table"] = (d / "merged" / "table.md").read_text()
-    cells = []
-    for r in runs:
-        if r.get("status") != "ok":
-            cells.append(f"{r.get('loader')} FAILED")
-            continue
-        ratio = r.get("ratio_to_bound")
-        cells.append(f"{r['loader']} {r['train_epoch_s']:.2f} s"
-                     + (f" ({ratio:.2f}× bound)" if ratio and r["loader"] != "bound" else ""))
-    ok = rc == 0 and mrc == 0 and all(r.get("status") == "ok" for r in runs)
-    line = (f"{cpus} cores, {cfg.bench_steps} steps/epoch, {secs:.0f} s: " + ", ".join(cells)
-            + f"; merged {len(parts)} part(s)")
     return ok, line
 
 
@@ -586,9 +309,9 @@ def run_step(step: str, cfg: KitConfig, cpus: int | None = None) -> StepResult:
     try:
         with _exit_on_sigterm():
             if step == "bench":
-                ok, summary = _step_bench(cfg, d, clock, notes, cpus)
+                ok, summary = step_bench(cfg, d, clock, notes, cpus)
             else:
-                ok, summary = {"env": _step_env, "test": _step_test, "ops": _step_ops,
+                ok, summary = {"env": _step_env, "test": step_test, "ops": _step_ops,
                                "quality": _step_quality}[step](cfg, d, clock, notes)
     except Exception as e:  # noqa: BLE001 - the summary line must come whatever broke
         import traceback

@@ -12,7 +12,10 @@ cache, channels, classes and normalisation chosen as ``hbseg-train`` chooses the
 
 Outputs in ``OUT``: ``results.json`` (config, machine, dataset, every run with its
 per-epoch numbers and medians, ratios), ``table.md`` (the Markdown table also printed),
-``loaders.png`` and ``logs/`` (each subprocess's output).
+``loaders.png`` and ``logs/`` (each subprocess's output). ``results.json`` and
+``table.md`` are rewritten after every run, so a benchmark killed mid-way keeps its finished
+rows; a run stopped at its own time limit keeps what it measured until then (``timeout``
+rows: start-up parts, finished epochs, ``timed out after N of M batches``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -197,7 +201,37 @@ def _package_root() -> str:
 
 
 def _spawn(job: dict, log_path: Path, timeout: float, threads: int | None) -> dict:
-    """Run one job in ``python -m hbseg.benchmarks.worker``; its result, or an error."""
+    """Run one job in ``python -m hbseg.benchmarks.worker``; its result, or an error (with
+    what it measured before a timeout)."""
+    spawned = time.time()
+    r = _spawn_once(job, log_path, timeout, threads)
+    if r.get("started_unix"):  # the interpreter's own start, before the worker's first line
+        r["startup"] = {"process_start_s": max(0.0, r["started_unix"] - spawned),
+                        **(r.get("startup") or {})}
+    r["elapsed_s"] = time.time() - spawned
+    return r
+
+
+def _partial_row(partial: dict, timeout: float) -> dict:
+    """A timed-out run's row from the worker's last ``.partial``: its start-up parts and
+    finished epochs (medians over those), ``timed out after N of M batches``."""
+    from .measure import load_summary, train_summary
+
+    r = dict(partial)
+    done = r.pop("load_batches_done", 0) + r.pop("train_batches_done", 0)
+    planned = r.get("batches_planned")
+    r["batches_done"] = done
+    if r.get("load_epochs"):
+        r.update(load_summary(r["load_epochs"]))
+    if r.get("train_epochs"):
+        r.update(train_summary(r["train_epochs"]))
+    r["status"] = "timeout"
+    r["error"] = (f"timed out after {done} of {planned} batches ({timeout:.0f} s)" if planned
+                  else f"timed out after {timeout:.0f} s, before its first batch")
+    return r
+
+
+def _spawn_once(job: dict, log_path: Path, timeout: float, threads: int | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="hbseg-bench-") as tmp:
         job = dict(job, result=str(Path(tmp) / "result.json"))
         job_path = Path(tmp) / "job.json"
@@ -207,6 +241,7 @@ def _spawn(job: dict, log_path: Path, timeout: float, threads: int | None) -> di
             env.update(thread_env(threads))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        env["NO_ALBUMENTATIONS_UPDATE"] = "1"  # no version check over the network at import
         env.setdefault("TQDM_DISABLE", "1")
         cmd = [sys.executable, "-m", "hbseg.benchmarks.worker", str(job_path)]
         with open(log_path, "w") as log:
@@ -231,15 +266,22 @@ def _spawn(job: dict, log_path: Path, timeout: float, threads: int | None) -> di
                 return json.loads(result_path.read_text())
             except ValueError:
                 pass
+        if timed_out:
+            try:
+                return _partial_row(json.loads(Path(f"{job['result']}.partial").read_text()),
+                                    timeout)
+            except (OSError, ValueError):
+                pass
     tail = _tail(log_path)
     if timed_out:
-        error = f"timed out after {timeout:.0f} s"
+        error = f"timed out after {timeout:.0f} s, before its first batch"
     elif rc is not None and rc < 0:
         error = f"killed by signal {signal.Signals(-rc).name}"
     else:
         error = f"exited with status {rc} without a result"
     return {"job": job["job"], "loader": job.get("kind"), "cpus": job.get("cpus"),
-            "status": "error", "error": f"{error}; last output: {tail}" if tail else error}
+            "status": "timeout" if timed_out else "error",
+            "error": f"{error}; last output: {tail}" if tail else error}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -335,20 +377,42 @@ def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], No
     for k in ("job", "loader", "cpus", "status", "wall_s"):
         machine.pop(k, None)
 
-    jobs = [("bound", None)] + [("loader", k) for k in cfg.loaders]
+    jobs = [("bound", None)] * cfg.bound + [("loader", k) for k in cfg.loaders]
     total = len(jobs) * len(cfg.cpus)
     runs: list[dict] = []
-    base = {"config": cfg.to_dict(), "cache_dir": str(cache_dir)}
+    all_notes = list(notes or [])
+    if dataset["description"] is not None:
+        all_notes.append(_dataset_note(dataset))
+    if cfg.steps_limit:
+        all_notes.append(f"epochs capped at {cfg.steps_limit} batches (--steps-limit)")
+    for name, k in cfg.loader_steps:
+        all_notes.append(f"{name}: epochs capped at {k} batches (--loader-steps), to fit its time")
+    results = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "config": cfg.to_dict(),
+        "machine": machine,
+        "dataset": dataset,
+        "method": METHOD,
+        "notes": all_notes,
+        "runs": runs,
+    }
     done = 0
     for cpus in cfg.cpus:
         for job, kind in jobs:
             done += 1
             name = kind or "bound"
-            log(f"[{done}/{total}] {_label(name, cpus)} ...")
-            r = _spawn({**base, "job": job, "kind": kind, "cpus": cpus},
-                       logs / f"{_slug(name, cpus)}.log", cfg.timeout_s,
+            timeout = cfg.timeout_for(name)
+            log(f"[{done}/{total}] {_label(name, cpus)} (at most {timeout:.0f} s) ...")
+            # a loader's own batch cap rides in its job's config: the worker reads steps_limit
+            job_cfg = cfg.replace(steps_limit=cfg.steps_for(name)).to_dict()
+            r = _spawn({"config": job_cfg, "cache_dir": str(cache_dir), "job": job,
+                        "kind": kind, "cpus": cpus},
+                       logs / f"{_slug(name, cpus)}.log", timeout,
                        cpus or machine.get("cpus_allowed"))
-            r.setdefault("loader", name)
+            if r.get("loader") is None:  # the bound's job has no kind, nor its partial row
+                r["loader"] = name
             r.setdefault("cpus", cpus)
             if r.get("cpus") is None and cpus is None:
                 r["cpus"] = machine.get("cpus_allowed")
@@ -363,24 +427,11 @@ def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], No
                     + (f", loader alone {load:.1f} img/s" if load else ""))
             else:
                 log(f"    FAILED: {r.get('error')}")
+            # every finished row on disk now: a benchmark killed later keeps it
+            add_ratios(runs)
+            write_outputs(results, out, plot=False, log=log)
 
     add_ratios(runs)
-    all_notes = list(notes or [])
-    if dataset["description"] is not None:
-        all_notes.append(_dataset_note(dataset))
-    if cfg.steps_limit:
-        all_notes.append(f"epochs capped at {cfg.steps_limit} batches (--steps-limit)")
-    results = {
-        "schema": SCHEMA,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "config": cfg.to_dict(),
-        "machine": machine,
-        "dataset": dataset,
-        "method": METHOD,
-        "notes": all_notes,
-        "runs": runs,
-    }
     write_outputs(results, out, plot=plot, log=log)
     return results
 

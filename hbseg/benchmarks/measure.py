@@ -18,6 +18,10 @@ from ``seed`` in every subprocess). The bound runs the same loop and the same nu
 steps over ``bound_batches`` real batches that were read once and stay on the device.
 CUDA is synchronised before and after each timed region.
 
+Start-up is kept in parts (``startup``: CUDA init, model build, loader build, first batch,
+the untimed warm-up steps), and ``progress`` receives what is measured so far after each
+part and each epoch: a run stopped at its time limit still reports what it measured.
+
 The data set is whatever the cache was built from (``cache_spec``): the hands, or a
 described data set whose image channels, class count and normalisation set the loader
 and the model exactly as ``hbseg-train`` sets them (``data_layout``).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .affinity import CpuPlan
@@ -43,6 +48,41 @@ def _sync(device) -> None:
 
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+Progress = Callable[[dict], None]
+
+
+def _ignore(_: dict) -> None:
+    pass
+
+
+def planned_batches(cfg: BenchConfig, steps: int, loader: bool) -> int:
+    """Batches one run reads: for a loader its cold first batch and the loader-only epochs,
+    then (bound too) the warm-up steps and the timed training epochs."""
+    train = min(cfg.warmup_steps, steps) + cfg.epochs * steps
+    return train + (1 + (cfg.warmup_epochs + cfg.epochs) * steps if loader else 0)
+
+
+def train_summary(epochs: list[dict]) -> dict:
+    """Medians of the training epochs measured (all of them, or those before a timeout)."""
+    return {
+        "train_epoch_s": _median(x["seconds"] for x in epochs),
+        "train_images_per_s": _median(x["images_per_s"] for x in epochs),
+        "host_wait_s": _median(x["host_wait_s"] for x in epochs),
+        "host_wait_fraction": _median(x["host_wait_fraction"] for x in epochs),
+        "gpu_idle_fraction": _median(x["gpu_idle_fraction"] for x in epochs),
+        "first_batch_s": _median(x["first_batch_s"] for x in epochs),
+        "cpu_s_per_sample_train": _median(x["cpu_s_per_sample"] for x in epochs),
+    }
+
+
+def load_summary(epochs: list[dict]) -> dict:
+    return {
+        "load_epoch_s": _median(x["seconds"] for x in epochs),
+        "load_images_per_s": _median(x["images_per_s"] for x in epochs),
+        "cpu_s_per_sample_load": _median(x["cpu_s_per_sample"] for x in epochs),
+    }
 
 
 def _median(values) -> float | None:
@@ -84,16 +124,22 @@ def data_layout(cache_dir) -> DataLayout:
                       normalize=NormalizeConfig().for_channels(channels))
 
 
-def _setup_process(plan: CpuPlan, device: str) -> None:
-    """Thread pools sized to the plan's cores (affinity was set before torch was imported)."""
+def _setup_process(plan: CpuPlan, device: str) -> float:
+    """Thread pools sized to the plan's cores (affinity was set before torch was imported);
+    returns the seconds CUDA's context took to start (0 on CPU)."""
     import cv2
     import torch
 
     torch.set_num_threads(plan.cpus)
     cv2.setNumThreads(plan.cpus)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device).index or 0)
-        torch.backends.cudnn.benchmark = True
+    if not device.startswith("cuda"):
+        return 0.0
+    t0 = time.perf_counter()
+    torch.cuda.set_device(torch.device(device).index or 0)
+    torch.backends.cudnn.benchmark = True
+    torch.zeros(1, device=device)  # the context's own cost, kept out of the builds below
+    _sync(device)
+    return time.perf_counter() - t0
 
 
 def _training(cfg: BenchConfig, device: str, steps_per_epoch: int, layout: DataLayout):
@@ -120,18 +166,29 @@ def _training(cfg: BenchConfig, device: str, steps_per_epoch: int, layout: DataL
 
 
 def _run_training(cfg: BenchConfig, device: str, loader, steps: int, first_epoch: int,
-                  clock: ProcessTreeClock, monitor: GpuMonitor, layout: DataLayout) -> dict:
-    """Untimed warm-up steps, then ``cfg.epochs`` timed training epochs."""
+                  clock: ProcessTreeClock, monitor: GpuMonitor, layout: DataLayout,
+                  startup: dict, progress: Progress = _ignore) -> dict:
+    """Untimed warm-up steps, then ``cfg.epochs`` timed training epochs. ``startup`` gets
+    the model build and the warm-up steps' seconds (cudnn autotune, allocator)."""
     import torch
 
     from hbseg.train.loop import train_one_epoch
 
+    t0 = time.perf_counter()
     model, loss_fn, optimizer, scheduler, scaler, settings = _training(cfg, device, steps, layout)
+    _sync(device)
+    startup["model_build_s"] = time.perf_counter() - t0
+    progress({"startup": startup})
     dev = torch.device(device)
+    t0 = time.perf_counter()
     if cfg.warmup_steps:
         loader.set_epoch(first_epoch - 1)
         train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, settings, dev,
                         steps=min(cfg.warmup_steps, steps), desc="warm-up")
+    _sync(device)
+    startup["warmup_steps_s"] = time.perf_counter() - t0
+    warm = min(cfg.warmup_steps, steps)
+    progress({"startup": startup, "train_batches_done": warm})
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     epochs = []
@@ -159,6 +216,7 @@ def _run_training(cfg: BenchConfig, device: str, loader, steps: int, first_epoch
             "cpu_children_s": d.children,
             "cpu_s_per_sample": d.total / max(r["images"], 1),
         })
+        progress({"train_epochs": epochs, "train_batches_done": warm + (k + 1) * steps})
     t_end = time.perf_counter()
     gpu = monitor.summary(t_start, t_end)
     if dev.type == "cuda":
@@ -168,13 +226,7 @@ def _run_training(cfg: BenchConfig, device: str, loader, steps: int, first_epoch
     return {
         "amp": settings.amp.name,
         "train_epochs": epochs,
-        "train_epoch_s": _median(x["seconds"] for x in epochs),
-        "train_images_per_s": _median(x["images_per_s"] for x in epochs),
-        "host_wait_s": _median(x["host_wait_s"] for x in epochs),
-        "host_wait_fraction": _median(x["host_wait_fraction"] for x in epochs),
-        "gpu_idle_fraction": _median(x["gpu_idle_fraction"] for x in epochs),
-        "first_batch_s": _median(x["first_batch_s"] for x in epochs),
-        "cpu_s_per_sample_train": _median(x["cpu_s_per_sample"] for x in epochs),
+        **train_summary(epochs),
         "gpu": gpu,
     }
 
@@ -200,14 +252,15 @@ def _loader_epoch(loader, epoch: int, steps: int, device: str) -> tuple[float, i
     return seconds, images
 
 
-def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -> dict:
+def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str,
+                   progress: Progress = _ignore) -> dict:
     """Loader-only throughput, then training epochs through this loader (module doc)."""
     from hbseg.dali_pipes.config import LoaderConfig
     from hbseg.dali_pipes.factory import build_loader
     from hbseg.data.cache import load_cache_index
 
     device = cfg.device
-    _setup_process(plan, device)
+    startup = {"cuda_init_s": _setup_process(plan, device)}
     index = load_cache_index(cache_dir)
     layout = data_layout(cache_dir)
     lcfg = LoaderConfig(size=cfg.size, batch_size=cfg.batch_size, num_threads=plan.num_threads,
@@ -226,8 +279,14 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -
         loader.reset()
         del first
         steps = min(len(loader), cfg.steps_limit or len(loader))
+        startup.update(pipeline_build_s=build_s, first_batch_s=first_batch_s)
+        planned = planned_batches(cfg, steps, loader=True)
+        progress({"startup": startup, "batches_planned": planned, "load_batches_done": 1,
+                  "build_s": build_s, "first_batch_s_cold": first_batch_s,
+                  "batches_per_epoch": steps})
         for e in range(cfg.warmup_epochs):
             _loader_epoch(loader, e, steps, device)
+            progress({"load_batches_done": 1 + (e + 1) * steps})
         load = []
         for k in range(cfg.epochs):
             e = cfg.warmup_epochs + k
@@ -240,8 +299,10 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -
                 "cpu_s": d.total, "cpu_main_s": d.main, "cpu_children_s": d.children,
                 "cpu_s_per_sample": d.total / max(images, 1),
             })
+            progress({"load_epochs": load,
+                      "load_batches_done": 1 + (cfg.warmup_epochs + k + 1) * steps})
         train = _run_training(cfg, device, loader, steps, cfg.warmup_epochs + cfg.epochs,
-                              clock, monitor, layout)
+                              clock, monitor, layout, startup, progress)
     return {
         "loader": kind,
         "build_s": build_s,
@@ -254,9 +315,9 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -
         "channels": layout.channels,
         "num_classes": layout.num_classes,
         "load_epochs": load,
-        "load_epoch_s": _median(x["seconds"] for x in load),
-        "load_images_per_s": _median(x["images_per_s"] for x in load),
-        "cpu_s_per_sample_load": _median(x["cpu_s_per_sample"] for x in load),
+        **load_summary(load),
+        "batches_planned": planned,
+        "startup": startup,
         **train,
     }
 
@@ -328,12 +389,13 @@ def read_resident_batches(index, cfg: BenchConfig, device: str,
     return batches
 
 
-def measure_bound(cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -> dict:
+def measure_bound(cfg: BenchConfig, plan: CpuPlan, cache_dir: str,
+                  progress: Progress = _ignore) -> dict:
     """The same training epochs as ``measure_loader``, on device-resident batches."""
     from hbseg.data.cache import load_cache_index
 
     device = cfg.device
-    _setup_process(plan, device)
+    startup = {"cuda_init_s": _setup_process(plan, device)}
     index = load_cache_index(cache_dir)
     layout = data_layout(cache_dir)
     sizes = _epoch_sizes(len(index), cfg.batch_size, cfg.steps_limit)
@@ -342,8 +404,12 @@ def measure_bound(cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -> dict:
         t0 = time.perf_counter()
         loader = ResidentLoader(read_resident_batches(index, cfg, device, layout), sizes, device)
         build_s = time.perf_counter() - t0
+        startup["pipeline_build_s"] = build_s  # reading the resident batches
+        planned = planned_batches(cfg, len(sizes), loader=False)
+        progress({"startup": startup, "batches_planned": planned, "build_s": build_s,
+                  "batches_per_epoch": len(sizes)})
         train = _run_training(cfg, device, loader, len(sizes), cfg.warmup_epochs + cfg.epochs,
-                              clock, monitor, layout)
+                              clock, monitor, layout, startup, progress)
     return {
         "loader": "bound",
         "build_s": build_s,
@@ -353,6 +419,8 @@ def measure_bound(cfg: BenchConfig, plan: CpuPlan, cache_dir: str) -> dict:
         "channels": layout.channels,
         "num_classes": layout.num_classes,
         "load_epochs": [],
+        "batches_planned": planned,
+        "startup": startup,
         "load_epoch_s": None,
         "load_images_per_s": None,
         "cpu_s_per_sample_load": None,

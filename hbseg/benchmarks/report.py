@@ -49,7 +49,9 @@ def _cpu(x) -> str:
 def _row(r: dict) -> list[str]:
     name = "**bound**" if r["loader"] == "bound" else r["loader"]
     if r.get("status") != "ok":
-        return [name, str(r.get("cpus") or "—"), "—", "—", "failed¹", *["—"] * 10]
+        if r.get("train_epoch_s") is None and r.get("load_images_per_s") is None:
+            return [name, str(r.get("cpus") or "—"), "—", "—", "failed¹", *["—"] * 10]
+        name += " (partial¹)"  # timed out: the epochs it finished, footnote says how many
     gpu = r.get("gpu") or {}
     return [
         name,
