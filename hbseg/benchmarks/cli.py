@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from hbseg.cli_common import debug_option, main_entry
+from hbseg.train.fast import COMPILE_MODES
 
 PREFERRED_ORDER = ("baseline", "torch", "dali", "dali-cache")  # baseline first: the reference
 
@@ -154,6 +155,10 @@ def bench() -> None:
                    "(the table notes it).")
 @click.option("--no-bound", "no_bound", is_flag=True, default=False,
               help="Leave the no-loading bound out (merged later from a run that has it).")
+@click.option("--compile", "compile_mode", type=click.Choice(COMPILE_MODES), is_flag=False,
+              flag_value="default", default="off", show_default=True,
+              help="torch.compile the model of the bound and of every loader, as "
+                   "hbseg-train --compile does; the compile time is reported apart.")
 @click.option("--note", "notes", multiple=True, help="A note to store in results.json (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-loaders"),
               show_default=True, help="Folder for results.json, table.md, loaders.png and logs/.")
@@ -163,7 +168,8 @@ def loaders(data: Path, synth_ids: int | None, synth_size: int, prep_workers: in
             workers: int | None, cpus: str | None, epochs: int, warmup_epochs: int,
             warmup_steps: int, steps_limit: int | None, amp: str, device: str, seed: int,
             timeout_s: float, run_timeouts: str | None, loader_steps: str | None,
-            no_bound: bool, notes: tuple[str, ...], out: Path, debug: bool) -> None:
+            no_bound: bool, compile_mode: str, notes: tuple[str, ...], out: Path,
+            debug: bool) -> None:
     """Epoch time, throughput, CPU cost and data wait of every loader, side by side,
     against the baseline and the no-loading bound."""
     from hbseg.data.spec import resolve_spec
@@ -185,6 +191,7 @@ def loaders(data: Path, synth_ids: int | None, synth_size: int, prep_workers: in
         steps_limit=steps_limit, amp=amp, device=device, seed=seed, timeout_s=timeout_s,
         loader_timeouts=_parse_pairs(run_timeouts, float, "--run-timeout"),
         loader_steps=_parse_pairs(loader_steps, int, "--loader-steps"), bound=not no_bound,
+        compile=compile_mode,
     )
     _check_model(arch, encoder)
     prepare_data(data, synth_ids, synth_size, seed, prep_workers, log=log)

@@ -32,6 +32,9 @@ class BenchConfig:
     loader_timeouts: ``(loader, seconds)`` pairs replacing ``timeout_s`` for that loader
         (``bound`` included): each run's limit sized from what it needs.
     bound: measure the no-loading bound first (off when an earlier part, to be merged, has it).
+    compile: ``hbseg.train.fast.COMPILE_MODES`` name for the model of the bound and every
+        loader alike (``hbseg-train --compile``'s step); its cost falls in the first warm-up
+        step, reported apart as ``startup.first_step_s``.
     """
 
     data: str
@@ -58,6 +61,7 @@ class BenchConfig:
     loader_steps: tuple[tuple[str, int], ...] = ()
     loader_timeouts: tuple[tuple[str, float], ...] = ()
     bound: bool = True
+    compile: str = "off"
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -93,6 +97,10 @@ class BenchConfig:
         for name, k in self.loader_steps:
             if k < 1:
                 bad(f"--loader-steps {name}={k}: at least 1 batch")
+        from hbseg.train.fast import COMPILE_MODES
+
+        if self.compile not in COMPILE_MODES:
+            bad(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         for name, t in self.loader_timeouts:
             if t <= 0:
                 bad(f"--run-timeout {name}={t}: must be positive")

@@ -385,6 +385,9 @@ def run_loaders_bench(cfg: BenchConfig, out: str | Path, log: Callable[[str], No
         all_notes.append(_dataset_note(dataset))
     if cfg.steps_limit:
         all_notes.append(f"epochs capped at {cfg.steps_limit} batches (--steps-limit)")
+    if cfg.compile != "off":
+        all_notes.append(f"model compiled (torch.compile, mode {cfg.compile}) for the bound and "
+                         "every loader; compile time is each run's startup.first_step_s")
     for name, k in cfg.loader_steps:
         all_notes.append(f"{name}: epochs capped at {k} batches (--loader-steps), to fit its time")
     results = {

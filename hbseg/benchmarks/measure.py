@@ -148,6 +148,7 @@ def _training(cfg: BenchConfig, device: str, steps_per_epoch: int, layout: DataL
 
     from hbseg.models import create_model
     from hbseg.train.amp import resolve_amp
+    from hbseg.train.fast import compile_model, make_optimizer
     from hbseg.train.loop import StepSettings
     from hbseg.train.losses import get_loss
     from hbseg.train.schedule import build_scheduler
@@ -158,7 +159,8 @@ def _training(cfg: BenchConfig, device: str, steps_per_epoch: int, layout: DataL
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp = resolve_amp(cfg.amp, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)
+    model = compile_model(model, cfg.compile)
     scheduler = build_scheduler(optimizer, steps_per_epoch, cfg.epochs + 1, warmup_epochs=0.0)
     settings = StepSettings(amp=amp, grad_clip=1.0, channels_last=cfg.channels_last,
                             log_every=10, progress=False)
@@ -183,8 +185,14 @@ def _run_training(cfg: BenchConfig, device: str, loader, steps: int, first_epoch
     t0 = time.perf_counter()
     if cfg.warmup_steps:
         loader.set_epoch(first_epoch - 1)
+        # the first step alone: it carries torch.compile's work and cudnn's autotuning
         train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, settings, dev,
-                        steps=min(cfg.warmup_steps, steps), desc="warm-up")
+                        steps=1, desc="warm-up")
+        _sync(device)
+        startup["first_step_s"] = time.perf_counter() - t0
+        if min(cfg.warmup_steps, steps) > 1:
+            train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, settings, dev,
+                            steps=min(cfg.warmup_steps, steps) - 1, desc="warm-up")
     _sync(device)
     startup["warmup_steps_s"] = time.perf_counter() - t0
     warm = min(cfg.warmup_steps, steps)
@@ -225,6 +233,7 @@ def _run_training(cfg: BenchConfig, device: str, loader, steps: int, first_epoch
         gpu["torch_peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
     return {
         "amp": settings.amp.name,
+        "compile": cfg.compile,
         "train_epochs": epochs,
         **train_summary(epochs),
         "gpu": gpu,

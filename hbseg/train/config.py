@@ -60,6 +60,7 @@ class TrainConfig:
     workers: int | None = None  # DALI CPU threads or DataLoader workers; None: see workers_for
     seed: int = 0
     compile: bool = False
+    compile_mode: str = "default"  # with compile: a hbseg.train.fast.COMPILE_MODES name
     grad_clip: float | None = 1.0  # max gradient norm; None or 0 turns clipping off
     channels_last: bool = True
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are already)

@@ -70,8 +70,9 @@ def train(ctx: click.Context, folds, out, resume, overwrite, **opts) -> None:
       hbseg-kfold summary runs/kf
     """
     opts.pop("debug", None)
-    opts["compile"] = opts.pop("compile_")
-    src = {"compile": "compile_"}
+    from .cli import split_compile_option
+
+    src = split_compile_option(opts)
     given = {k: v for k, v in opts.items()
              if ctx.get_parameter_source(src.get(k, k)) == ParameterSource.COMMANDLINE}
 

@@ -279,7 +279,10 @@ class _Run:
         if self.steps < 1:
             raise ConfigError(f"{len(self.train_index)} training images cannot feed {W} ranks")
         # optimisation
-        self.optimizer = torch.optim.AdamW(_param_groups(raw, cfg.weight_decay), lr=cfg.lr)
+        from .fast import compile_model, make_optimizer
+
+        self.optimizer = make_optimizer(_param_groups(raw, cfg.weight_decay), cfg.lr,
+                                        cfg.weight_decay, self.device)
         self.scheduler = build_scheduler(self.optimizer, self.steps, cfg.epochs,
                                          cfg.warmup_epochs, cfg.min_lr_ratio)
         self.scaler = self.amp.grad_scaler()
@@ -293,8 +296,10 @@ class _Run:
                                             find_unused_parameters=bool(unused))
         self.eval_model = raw
         if cfg.compile:
-            model = torch.compile(model)
-            self.eval_model = torch.compile(raw)
+            # validation runs the compiled model too: eval shapes are fixed per run (one size,
+            # or each image's own at --val-full-res, where dynamo recompiles per shape)
+            model = compile_model(model, cfg.compile_mode)
+            self.eval_model = compile_model(raw, cfg.compile_mode)
         self.model = model
         self.settings = StepSettings(self.amp, cfg.grad_clip or None, cfg.channels_last,
                                      cfg.log_every, cfg.progress and self.main)
