@@ -32,7 +32,8 @@ __all__ = [
 # exact-resume guarantee holds when it is unchanged).
 RESUMABLE = frozenset({
     "epochs", "stop_after", "val_every", "val_full_res", "val_batch_size", "workers",
-    "progress", "log_every", "data", "cache", "device", "compile", "tensorboard",
+    "progress", "log_every", "data", "cache", "device", "compile", "compile_mode",
+    "tensorboard",
 })
 
 
