@@ -258,7 +258,9 @@ def test_bench_loaders_on_cuda(bench_root, tmp_path, monkeypatch):
     from hbseg.benchmarks.cli import main
 
     out = tmp_path / "b"
-    args = ["loaders", "--data", bench_root, "--loaders", "dali,dali-cache", "--size", 64,
+    # dali-cache only: the plain dali back-end on CUDA is covered by the loader tests, and
+    # each run here is a fresh process (torch, DALI and CUDA start-up, ~15 s)
+    args = ["loaders", "--data", bench_root, "--loaders", "dali-cache", "--size", 64,
             "--encoder", "resnet18", "--batch-size", 2, "--epochs", 1, "--warmup-epochs", 0,
             "--warmup-steps", 1, "--steps-limit", 2, "--amp", "bf16", "--device", "cuda",
             "--timeout", 300, "--out", out]
@@ -266,7 +268,7 @@ def test_bench_loaders_on_cuda(bench_root, tmp_path, monkeypatch):
     res = json.loads((out / "results.json").read_text())
     assert res["machine"]["gpu_name"]
     runs = {r["loader"]: r for r in res["runs"]}
-    assert set(runs) == {"bound", "dali", "dali-cache"}
+    assert set(runs) == {"bound", "dali-cache"}, sorted(runs)
     for name, r in runs.items():
         assert r["status"] == "ok", (name, r.get("error"))
         assert r["amp"] == "bf16" and r["train_epoch_s"] > 0

@@ -212,7 +212,8 @@ def test_cuda_matches_cpu_end_to_end(tiny_root, ckpts, tmp_path):
     for r in list_images(tiny_root).itertuples(index=False):
         a = subs["cpu"].masks(r.image_name, r.height, r.width)
         b = subs["cuda"].masks(r.image_name, r.height, r.width)
-        assert (a != b).mean() < 0.01
+        off = float((a != b).mean())
+        assert off < 0.01, f"{r.image_name}: {off:.4f} of mask pixels differ between CPU and CUDA"
 
 
 def test_cli_module_is_light_and_package_exports_resolve():
