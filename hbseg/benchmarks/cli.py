@@ -252,7 +252,10 @@ def report(results: tuple[Path, ...], out: Path, debug: bool) -> None:
     """Merge `loaders` results (folders or results.json files, e.g. one per --cpus value)
     into one table and plot, ratios recomputed."""
     from .loaders_bench import merge_results, write_outputs
+    from .report import read_results
 
+    for p in results:  # a file of another shape: one line naming it, before any merging
+        read_results(p)
     merged = merge_results(list(results))
     write_outputs(merged, out, log=lambda m: click.echo(m, err=True))
     click.echo(merged["table_markdown"])
@@ -283,11 +286,13 @@ def report(results: tuple[Path, ...], out: Path, debug: bool) -> None:
               help='test: pytest -m EXPR [default: gpu; "" runs every selected test].')
 @click.option("--test-timeout", type=click.FloatRange(0), default=None,
               help="test: seconds per test (pytest-timeout; 0: none) [default: 120].")
+@click.option("--test-workers", type=click.IntRange(1), default=None,
+              help="test: pytest-xdist processes, where it is installed [default: 3].")
 @debug_option
 def kit(step: str, args: tuple[str, ...], out: Path | None, work: Path | None, dry: bool,
         budget_s: float | None, epochs: int | None, slice_epochs: int | None, steps: int | None,
         bench_loaders: str | None, keyword: str | None, marker: str | None,
-        test_timeout: float | None, debug: bool) -> None:
+        test_timeout: float | None, test_workers: int | None, debug: bool) -> None:
     """One step of a GPU session: env, test [NODEID…], ops, bench CPUS, quality (see
     benchmarks/README.md, "GPU session runbook"). Prints one line `kit STEP: ok|FAILED ...`;
     exits 1 on FAILED."""
@@ -298,7 +303,7 @@ def kit(step: str, args: tuple[str, ...], out: Path | None, work: Path | None, d
     cfg = KitConfig.make(out or default_out(), work or default_work(dry), dry, budget_s=budget_s,
                          quality_epochs=epochs, quality_slice_epochs=slice_epochs, bench_steps=steps,
                          test_keyword=keyword, test_marker=marker, test_timeout_s=test_timeout,
-                         test_paths=tests or None,
+                         test_workers=test_workers, test_paths=tests or None,
                          bench_loaders=tuple(_csv(bench_loaders)) or None)
     result = run_step(step, cfg, cpus)
     click.echo(result.line)

@@ -53,6 +53,7 @@ class KitConfig:
     test_paths: tuple[str, ...] = ()  # node ids or folders; () = tests/ (dry: test_gpu_paths.py)
     test_keyword: str | None = None  # pytest -k, to rerun failing tests alone
     test_timeout_s: float = 120.0  # pytest-timeout, per test: one hang costs 2 min, not the step
+    test_workers: int = 3  # pytest-xdist processes where installed: GPU tests wait on start-up
     bundle: bool = True  # OUT/<step>/ = kit.json + <step>.tar.gz (a device command returns 8 files)
 
     @classmethod
@@ -62,7 +63,7 @@ class KitConfig:
             base = replace(base, ids=4, synth_size=128, size=64, batch_size=2, encoder="resnet18",
                            device="cpu", amp="off", ops_iters=1, ops_warmup=0, ops_repeats=1,
                            bench_epochs=1, bench_warmup_epochs=0, bench_warmup_steps=0,
-                           bench_steps=1, quality_loader="dali", quality_epochs=2)
+                           bench_steps=1, quality_loader="dali", quality_epochs=2, test_workers=1)
         return replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
