@@ -139,8 +139,9 @@ def _train(data: Path, run: Path, cfg: DemoConfig) -> dict:
     from hbseg.train.config import TrainConfig
     from hbseg.train.trainer import train
 
-    augment = AugmentConfig() if cfg.augment else AugmentConfig(ssr_p=0.0,
-                                                                brightness_contrast_p=0.0)
+    # hbseg-train's recipe; without augmentation CLAHE stays (part of the input)
+    augment = (AugmentConfig.hand_xray() if cfg.augment
+               else AugmentConfig.hand_xray(ssr_p=0.0, brightness_contrast_p=0.0))
     tcfg = TrainConfig(
         out=str(run), data=str(data), loader=cfg.loader, device="cpu", arch=cfg.arch,
         encoder=cfg.encoder, size=cfg.size, batch_size=cfg.batch_size, epochs=cfg.epochs,

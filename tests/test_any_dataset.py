@@ -220,7 +220,7 @@ def test_colour_loaders_agree(shapes):
     idx = load_cache_index(shapes["coco"] / "hbseg-cache")
     cfg = LoaderConfig(size=48, batch_size=2, num_threads=1, channels=3, num_classes=3,
                        normalize=NormalizeConfig().for_channels(3),
-                       augment=AugmentConfig(ssr_p=1.0, rotate_limit=20, hflip_p=0.5))
+                       augment=AugmentConfig.hand_xray(ssr_p=1.0, rotate_limit=20, hflip_p=0.5))
     for mode in ("train", "eval"):
         dali = list(DaliLoader(idx, cfg, mode=mode))
         torch_ = list(TorchLoader(idx, replace(cfg, num_threads=0), mode=mode))

@@ -33,12 +33,14 @@ NORM = NormalizeConfig()
 OPTIONS = {
     "clahe_half": AugmentConfig(clahe_p=0.5, ssr_p=0.0, brightness_contrast_p=0.0),
     "flip": AugmentConfig(clahe_p=0.0, ssr_p=0.0, hflip_p=0.5, brightness_contrast_p=0.0),
+    "vflip": AugmentConfig(vflip_p=0.5),
     "ssr": AugmentConfig(clahe_p=0.0, ssr_p=1.0, rotate_limit=30, scale_limit=0.2,
                          shift_limit=0.1, brightness_contrast_p=0.0),
     "brightness_contrast": AugmentConfig(clahe_p=0.0, ssr_p=0.0, brightness_contrast_p=1.0),
     "crop": AugmentConfig(clahe_p=0.0, ssr_p=0.0, brightness_contrast_p=0.0),
     "everything": AugmentConfig(clahe_p=0.5, ssr_p=0.7, hflip_p=0.5, brightness_contrast_p=0.5,
-                                rotate_limit=25),
+                                rotate_limit=25, vflip_p=0.5),
+    "non_square": AugmentConfig(ssr_p=1.0, hflip_p=0.5, vflip_p=0.5),
 }
 
 
@@ -162,15 +164,19 @@ def test_draw_depends_on_seed_epoch_and_row_only():
         d = draw_sample(off, 0, 0, i)
         assert (d.clahe, d.flip, d.angle, d.scale, d.alpha, d.beta) == (False, False, 0, 1, 1, 0)
     # one probability changed moves no other draw
-    more_flip = dataclasses.replace(aug, hflip_p=0.9)
+    more_flip = dataclasses.replace(aug, hflip_p=0.9, vflip_p=0.1)
     b = draw_sample(more_flip, 0, 3, 5)
     assert (b.angle, b.scale, b.alpha, b.beta, b.clahe) == (a.angle, a.scale, a.alpha, a.beta, a.clahe)
+    # the vertical flip's coin is drawn last: every draw made before it is what it was
+    no_vflip = dataclasses.replace(aug, vflip_p=0.0)
+    assert dataclasses.replace(draw_sample(no_vflip, 0, 3, 5), vflip=a.vflip) == a
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_dali_and_torch_yield_the_same_samples(index, option, capsys):
     aug = OPTIONS[option]
-    cfg = LoaderConfig(size=96, batch_size=3, num_threads=1, augment=aug,
+    cfg = LoaderConfig(size=(64, 96) if option == "non_square" else 96, batch_size=3,
+                       num_threads=1, augment=aug,
                        crop=192 if option in ("crop", "everything") else None)
     dali = build_loader("dali", index, cfg, "train", "cpu")
     torch_ = build_loader("torch", index, dataclasses.replace(cfg, num_threads=0), "train", "cpu")

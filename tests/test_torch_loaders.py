@@ -136,11 +136,16 @@ def test_shards_partition_an_epoch(index):
 
 def test_half_read_epoch_then_reset(index):
     loader = build_loader("torch", index, cfg_for(num_threads=2), "train")
+    first = collect(loader)[0]  # epoch 0
+    loader.set_epoch(1)
     full = collect(loader)[0]
-    it = iter(loader)
+    it = iter(loader)  # epoch 2, left half-read, then rewound
     next(it)
     loader.reset()
-    assert torch.equal(collect(loader)[0], full)
+    again = collect(loader)[0]
+    loader.set_epoch(2)
+    assert torch.equal(again, collect(loader)[0]) and loader.epoch == 2
+    assert not torch.equal(again, full) and not torch.equal(full, first)
 
 
 def test_eval_is_deterministic_and_ignores_random_augmentation(index):

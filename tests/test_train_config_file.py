@@ -45,7 +45,7 @@ def test_file_settings_and_command_line_overrides(tmp_path, captured):
     cfg = captured[-1]
     assert cfg.lr == 0.02  # the command line wins
     assert cfg.size == 128 and cfg.min_lr_ratio == 0.05  # the file, even where no option exists
-    assert cfg.augment == AugmentConfig(rotate_limit=25, hflip_p=0.5)  # the rest: defaults
+    assert cfg.augment == AugmentConfig.hand_xray(rotate_limit=25, hflip_p=0.5)  # the rest: the recipe
     assert cfg.normalize.mean == 0.4 and cfg.epochs == TrainConfig(out="x", data="d").epochs
 
 

@@ -111,7 +111,7 @@ def _latency_main(args_json: str) -> None:
     t0 = time.perf_counter()
     import torch
 
-    from hbseg.dali_pipes.config import LoaderConfig
+    from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig
     from hbseg.dali_pipes.factory import build_loader
     from hbseg.data.cache import load_cache_index
 
@@ -128,7 +128,8 @@ def _latency_main(args_json: str) -> None:
         sync()
     out["cuda_init_s"] = time.perf_counter() - t
     index = load_cache_index(a["cache"])
-    cfg = LoaderConfig(size=a["size"], batch_size=a["batch_size"], num_threads=a["threads"])
+    cfg = LoaderConfig(size=a["size"], batch_size=a["batch_size"], num_threads=a["threads"],
+                       augment=AugmentConfig.hand_xray())  # what hbseg-train loads
     t = time.perf_counter()
     loader = build_loader(a["kind"], index, cfg, "train", a["device"])
     out["pipeline_build_s"] = time.perf_counter() - t  # the whole constructor

@@ -264,7 +264,7 @@ def _loader_epoch(loader, epoch: int, steps: int, device: str) -> tuple[float, i
 def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str,
                    progress: Progress = _ignore) -> dict:
     """Loader-only throughput, then training epochs through this loader (module doc)."""
-    from hbseg.dali_pipes.config import LoaderConfig
+    from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig
     from hbseg.dali_pipes.factory import build_loader
     from hbseg.data.cache import load_cache_index
 
@@ -274,7 +274,8 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str,
     layout = data_layout(cache_dir)
     lcfg = LoaderConfig(size=cfg.size, batch_size=cfg.batch_size, num_threads=plan.num_threads,
                         seed=cfg.seed, channels=layout.channels, num_classes=layout.num_classes,
-                        normalize=layout.normalize)
+                        normalize=layout.normalize,
+                        augment=AugmentConfig.hand_xray())  # what hbseg-train loads
     with GpuMonitor(device) as monitor:
         clock = ProcessTreeClock(exclude=monitor.pids)
         t0 = time.perf_counter()

@@ -1,6 +1,13 @@
 """hbseg's data pipelines, for use in other projects too::
 
-    from hbseg.dali_pipes import DaliLoader, LoaderConfig, AugmentConfig, train_pipeline
+    from hbseg.dali_pipes import AugmentConfig, DaliLoader
+
+    loader = DaliLoader.from_files(images, masks, size=256, batch_size=8, shuffle=True,
+                                   augment=AugmentConfig(ssr_p=0.5, hflip_p=0.5))
+    for image, mask in loader:  # float32 [B, C, H, W], uint8 [B, K, H, W]
+        ...
+
+See docs/library.md ("Use hbseg in your project").
 
 Configs and the loader protocol import at once; everything that needs NVIDIA DALI (the
 pipelines, graph functions and DALI loaders) is imported on first use, so importing this
@@ -11,9 +18,9 @@ from __future__ import annotations
 
 from hbseg.lazy import lazy_exports
 
-from .config import NO_AUGMENT, AugmentConfig, LoaderConfig, NormalizeConfig
+from .config import HAND_XRAY, NO_AUGMENT, AugmentConfig, LoaderConfig, NormalizeConfig
 from .draw import SampleDraw, draw_sample, eval_draw, sample_matrix, to_opencv_matrix
-from .loader_base import Loader, epoch_order, num_batches
+from .loader_base import EpochClock, Loader, epoch_order, num_batches
 
 _LAZY = {
     # pipelines: thin @pipeline_def wrappers
@@ -24,9 +31,14 @@ _LAZY = {
     "clahe": "graph", "resize_matrix": "graph", "warp_pair": "graph",
     "brightness_contrast": "graph", "normalize": "graph", "augment_pair": "graph",
     "eval_pair": "graph",
-    "clahe_like_opencv": "clahe",
+    "clahe_like_opencv": "clahe", "GraphOps": "graph",
     # epoch-aware external_source callbacks
     "FileSource": "sources", "CachedArraySource": "sources", "AugmentParams": "sources",
+    "EpochSource": "sources",
+    # your own files → a packed-mask cache → an index; what the data say
+    "file_set": "files", "files_index": "files", "default_cache_root": "files",
+    "DataLayout": "layout", "cache_layout": "layout", "index_layout": "layout",
+    "fit_config": "layout",
     # loaders
     "DaliLoader": "dali_loader", "DaliCacheLoader": "cache_loader",
     "CacheTooLargeError": "cache_loader", "dali_cache_or_fallback": "cache_loader",
@@ -39,8 +51,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "AugmentConfig", "NormalizeConfig", "LoaderConfig", "NO_AUGMENT",
-    "Loader", "epoch_order", "num_batches",
+    "AugmentConfig", "NormalizeConfig", "LoaderConfig", "NO_AUGMENT", "HAND_XRAY",
+    "Loader", "EpochClock", "epoch_order", "num_batches",
     "SampleDraw", "draw_sample", "eval_draw", "sample_matrix", "to_opencv_matrix",
     *_LAZY,
 ]

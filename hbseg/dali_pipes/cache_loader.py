@@ -28,11 +28,15 @@ from .dali_loader import (
     augment_params,
     check_mode,
     convert_pair,
+    epoch_plan,
     resolve_device,
     run_batch,
     runtime_args,
     to_torch,
 )
+from .files import FromFiles
+from .graph import GraphOps
+from .layout import fit_config, index_layout, mask_encoding
 from .loader_base import check_index
 from .pipe_loader import PipelineLoader
 from .sources import CachedArraySource, FileSource
@@ -84,37 +88,46 @@ def check_fits(need: int, n: int, dali_device: str, device_id: int | None,
             "(decodes every epoch, needs no cache), fewer images, or a larger GPU")
 
 
-class DaliCacheLoader(PipelineLoader):
+class DaliCacheLoader(FromFiles, PipelineLoader):
     """The ``dali-cache`` back-end, implementing the ``Loader`` protocol like ``DaliLoader``
     (same ``epoch_order``, same draws, same graph, same outputs), after one decode of the
     whole index. One pipeline serves every epoch, as in ``DaliLoader``.
 
-    ``headroom_bytes``: memory to keep free beside the cache (default: see ``check_fits``).
+    ``headroom_bytes``: memory to keep free beside the cache (default: see ``check_fits``);
+    ``ops``: your own DALI operations, in train mode (see ``graph.augment_pair``).
     """
 
-    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
-                 device: str = "cuda", headroom_bytes: int | None = None):
+    supports_ops = True
+
+    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig | None = None,
+                 mode: str = "train", device: str = "cuda", headroom_bytes: int | None = None,
+                 *, ops: GraphOps | None = None):
         from .pipelines import cache_eval_pipeline, cache_train_pipeline
 
+        cfg = LoaderConfig() if cfg is None else cfg
         check_mode(mode, cfg)
         check_index(index)
+        layout = index_layout(index)
+        cfg = fit_config(cfg, layout)
+        self.mask_encoding = mask_encoding(layout)  # how the cache stores the masks
+        if ops is not None and mode != "train":
+            raise ConfigError("ops (your own DALI operations) run in train mode only")
         self.cfg, self.mode, self.device = cfg, mode, str(device)
         self._dali_device, device_id = resolve_device(device)
         self._device_id = device_id
         self.batch_size = cfg.batch_size
-        self.cache_bytes = cache_bytes(index, cfg.channels)
+        self.cache_bytes = cache_bytes(index, cfg.image_channels)
         check_fits(self.cache_bytes, len(index), self._dali_device, device_id, headroom_bytes)
         images, masks, shapes = self._decode_all(index)
         source = CachedArraySource([images, masks], cfg.batch_size,
                                    params=augment_params(cfg, mode, shapes, index),
-                                   shuffle=mode == "train", seed=cfg.seed,
-                                   shard_id=cfg.shard_id, num_shards=cfg.num_shards)
+                                   **epoch_plan(cfg, mode))
         rt = runtime_args(cfg, device_id)
         if mode == "train":
-            pipe = cache_train_pipeline(source, device=self._dali_device, size=cfg.size,
-                                        aug=cfg.augment, norm=cfg.normalize, **rt)
+            pipe = cache_train_pipeline(source, device=self._dali_device, size=cfg.out_hw,
+                                        aug=cfg.augment, norm=cfg.normalize, ops=ops, **rt)
         else:
-            pipe = cache_eval_pipeline(source, device=self._dali_device, size=cfg.size,
+            pipe = cache_eval_pipeline(source, device=self._dali_device, size=cfg.out_hw,
                                        aug=cfg.augment, norm=cfg.normalize,
                                        full_res_mask=cfg.full_res_mask, **rt)
         self._start(pipe, source, device_id)
@@ -123,10 +136,10 @@ class DaliCacheLoader(PipelineLoader):
         """One pass of the decode pipeline (mixed on a GPU) over every row, in index order."""
         from .pipelines import decode_pipeline
 
-        source = FileSource([index["image_path"], index["mask_path"]], self.cfg.batch_size,
-                            shuffle=False)
-        source.channels = self.cfg.channels
-        pipe = decode_pipeline(source, device=self._dali_device, channels=self.cfg.channels,
+        source = FileSource([list(index["image_path"]), list(index["mask_path"])],
+                            self.cfg.batch_size, shuffle=False)
+        source.channels = self.cfg.image_channels
+        pipe = decode_pipeline(source, device=self._dali_device, channels=self.cfg.image_channels,
                                batch_size=self.cfg.batch_size,
                                num_threads=max(1, self.cfg.num_threads),
                                device_id=self._device_id, seed=0)
@@ -146,7 +159,7 @@ class DaliCacheLoader(PipelineLoader):
             del pipe
         if gpu:
             import torch
-            from nvidia.dali.backend import ReleaseUnusedMemory
+            from nvidia.dali.backend import ReleaseUnusedMemory  # type: ignore[attr-defined]
 
             torch.cuda.synchronize(self._device_id)
             ReleaseUnusedMemory()  # hand the decoder's pool back for training
@@ -156,7 +169,7 @@ class DaliCacheLoader(PipelineLoader):
     def _convert(self, outputs, k: int):
         image, mask = outputs
         return convert_pair(image, mask, self._device_id, self.cfg.full_res_mask,
-                            self.cfg.num_classes)
+                            self.cfg.mask_planes, self.cfg.mask_output, self.mask_encoding)
 
 
 def dali_cache_or_fallback(index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",

@@ -106,13 +106,14 @@ def clahe_like_opencv(images, *, tiles_x: int, tiles_y: int, clip_limit: float, 
     tiles_x, tiles_y = _check_grid(tiles_x, tiles_y)
     if gpu_kernel not in ("exact", "dali"):
         raise ValueError(f"gpu_kernel must be 'exact' or 'dali', got {gpu_kernel!r}")
-    kw = dict(tiles_x=tiles_x, tiles_y=tiles_y, clip_limit=float(clip_limit))
+    clip = float(clip_limit)
     if images.device != "gpu" and not always_pad:
-        return fn.clahe(images, **kw)
+        return fn.clahe(images, tiles_x=tiles_x, tiles_y=tiles_y, clip_limit=clip)
     if images.device == "gpu" and gpu_kernel == "exact":
         from .clahe_gpu import clahe_exact_gpu
 
-        return clahe_exact_gpu(images, **kw)
+        return clahe_exact_gpu(images, tiles_x=tiles_x, tiles_y=tiles_y, clip_limit=clip)
     hw = _int_hw(images, shape_hw)
-    out = fn.clahe(_pad(images, hw, tiles_x, tiles_y), **kw)
+    out = fn.clahe(_pad(images, hw, tiles_x, tiles_y), tiles_x=tiles_x, tiles_y=tiles_y,
+                   clip_limit=clip)
     return fn.slice(out, start=[0, 0], shape=hw, axis_names="HW")

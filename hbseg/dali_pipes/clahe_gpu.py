@@ -111,10 +111,13 @@ def clahe_cupy(image, *, tiles_x: int, tiles_y: int, clip_limit: float):
 
     if image.dtype != cp.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
         raise ValueError(f"exact GPU CLAHE takes uint8 HW, HW1 or HW3 images, got {image.dtype} {image.shape}")
-    kw = dict(tiles_x=tiles_x, tiles_y=tiles_y, clip_limit=clip_limit)
     if image.ndim == 3 and image.shape[2] == 3:
         rgb2lab, lab2rgb = _lab_tables_on(cp.cuda.Device().id)
-        return equalise_luminance(image, lambda plane: clahe_cupy(plane, **kw), rgb2lab, lab2rgb)
+
+        def grey(plane):
+            return clahe_cupy(plane, tiles_x=tiles_x, tiles_y=tiles_y, clip_limit=clip_limit)
+
+        return equalise_luminance(image, grey, rgb2lab, lab2rgb)
     height, width = int(image.shape[0]), int(image.shape[1])
     src = cp.ascontiguousarray(image)
     dst = cp.empty_like(src)

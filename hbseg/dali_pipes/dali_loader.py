@@ -2,13 +2,16 @@
 
 One DALI pipeline is built per loader and serves every epoch of the run
 (:class:`~hbseg.dali_pipes.pipe_loader.PipelineLoader`). Samples come in ``epoch_order``
-(shuffled in train mode, sharded for DDP); the last batch of a shard is partial, never
-dropped or padded. Each sample's augmentation is drawn in numpy from ``(seed, epoch, row)``
+(shuffled in train mode or with ``shuffle``, sharded for DDP); the last batch of a shard is
+partial unless ``drop_last``, never padded. Each sample's augmentation is drawn in numpy
+from ``(seed, epoch, row)``
 (:mod:`hbseg.dali_pipes.draw`), so the same seed gives the same batches, resuming at epoch
 ``e`` reproduces epoch ``e`` exactly, and the torch back-end yields the same samples.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,12 +20,15 @@ from hbseg.data.classes import NUM_CLASSES
 from hbseg.errors import ConfigError, DataError
 
 from .config import LoaderConfig
+from .files import FromFiles
+from .graph import GraphOps
+from .layout import fit_config, index_layout, mask_encoding
 from .loader_base import check_index
 from .pipe_loader import PipelineLoader
 from .sources import AugmentParams, FileSource
 
 __all__ = ["DaliLoader", "require_dali", "resolve_device", "to_torch", "convert_pair", "run_batch",
-           "runtime_args", "index_shapes", "augment_params"]
+           "runtime_args", "index_shapes", "augment_params", "epoch_plan"]
 
 MODES = ("train", "eval")
 
@@ -69,13 +75,15 @@ def _gpu_to_torch(t, device_id: int):
     return out
 
 
-def to_torch(tl, device_id: int | None = None, per_sample: bool = False):
+def to_torch(tl, device_id: int | None = None, per_sample: bool = False) -> Any:
     """A DALI TensorList → one stacked torch tensor (or a list, one per sample), kept on
     the side it lives on: host outputs become CPU tensors, GPU outputs CUDA tensors."""
     import torch
     from nvidia.dali.backend import TensorListGPU
 
     if isinstance(tl, TensorListGPU):
+        if device_id is None:
+            raise ValueError("a GPU TensorList needs the device_id it lives on")
         if per_sample:
             return [_gpu_to_torch(tl[i], device_id) for i in range(len(tl))]
         return _gpu_to_torch(tl.as_tensor(), device_id)
@@ -85,27 +93,33 @@ def to_torch(tl, device_id: int | None = None, per_sample: bool = False):
 
 
 def convert_pair(image, mask, device_id: int | None, full_res_mask: bool,
-                 num_classes: int = NUM_CLASSES):
+                 num_classes: int = NUM_CLASSES, mask_output: str = "planes",
+                 encoding: str = "bits"):
     """Pipeline outputs → ``(image tensor, unpacked mask tensor or list)`` on their device;
-    masks are unpacked from bits there with torch bitwise ops, ``num_classes`` planes."""
-    from hbseg.data.masks import unpack_masks_torch
+    masks are unpacked there (``outputs.masks_from_packed``: stored ``encoding`` →
+    ``num_classes`` planes, or the class index with ``mask_output="index"``)."""
+    from .outputs import masks_from_packed
 
     image = to_torch(image, device_id)
     if full_res_mask:
-        return image, [unpack_masks_torch(m, num_classes)
+        return image, [masks_from_packed(m, num_classes, mask_output, encoding)
                        for m in to_torch(mask, device_id, per_sample=True)]
-    return image, unpack_masks_torch(to_torch(mask, device_id), num_classes)
+    return image, masks_from_packed(to_torch(mask, device_id), num_classes, mask_output,
+                                    encoding)
 
 
 def _bad_file(source: FileSource, batches: range) -> DataError | None:
     """Decode the files of ``batches`` with OpenCV to find the one DALI choked on."""
+    from collections.abc import Callable
     from functools import partial
 
     from hbseg.data.formats.images import read_image
-    from hbseg.data.masks import read_packed_png
 
-    readers = [partial(read_image, channels=getattr(source, "channels", 1)), read_packed_png,
-               read_packed_png]
+    from .outputs import read_mask_file
+
+    readers: list[Callable[[str], Any]] = [
+        partial(read_image, channels=getattr(source, "channels", 1)), read_mask_file,
+        read_mask_file]
     for k in batches:
         if k >= len(source):
             break
@@ -147,11 +161,13 @@ def check_mode(mode: str, cfg: LoaderConfig) -> None:
         raise ConfigError("full_res_mask is for eval mode only (training needs equal-size masks)")
 
 
-def runtime_args(cfg: LoaderConfig, device_id: int | None) -> dict:
-    """DALI's runtime arguments, kept apart from the graph's. The seed is fixed: the graph
-    draws nothing (every random value comes from ``draw``)."""
+def runtime_args(cfg: LoaderConfig, device_id: int | None) -> dict[str, Any]:
+    """DALI's runtime arguments, kept apart from the graph's. hbseg's own graph draws
+    nothing (every random value comes from ``draw``); the seed serves DALI random
+    operators in your own ``ops``."""
     return dict(batch_size=cfg.batch_size, num_threads=max(1, cfg.num_threads),
-                device_id=device_id, seed=0, prefetch_queue_depth=max(1, cfg.prefetch))
+                device_id=device_id, seed=int(cfg.seed) % 2**31,
+                prefetch_queue_depth=max(1, cfg.prefetch))
 
 
 def index_shapes(index: pd.DataFrame) -> np.ndarray:
@@ -172,48 +188,64 @@ def augment_params(cfg: LoaderConfig, mode: str, shapes_hw: np.ndarray,
     geometry = None if index is None else loader_geometry(cfg, index, shapes_hw)
     if geometry is None and (cfg.roi_margin is not None or cfg.canonical_hand is not None):
         raise ValueError("augment_params needs the index for the hand ROI and handedness")
-    return AugmentParams(cfg.augment, shapes_hw, cfg.size, cfg.crop if mode == "train" else None,
+    return AugmentParams(cfg.augment, shapes_hw, cfg.out_hw,
+                         cfg.crop_hw if mode == "train" else None,
                          train=mode == "train", seed=cfg.seed, geometry=geometry)
 
 
-class DaliLoader(PipelineLoader):
+def epoch_plan(cfg: LoaderConfig, mode: str) -> dict[str, Any]:
+    """The keyword arguments of an ``EpochSource`` for ``cfg`` in ``mode``."""
+    return dict(shuffle=cfg.shuffles(mode), seed=cfg.seed, shard_id=cfg.shard_id,
+                num_shards=cfg.num_shards, drop_last=cfg.drop_last)
+
+
+class DaliLoader(FromFiles, PipelineLoader):
     """The ``dali`` back-end, implementing :class:`~hbseg.dali_pipes.loader_base.Loader`.
 
-    ``index``: rows of the mask cache's index (``load_cache_index``). ``device``: ``"cpu"``
-    (DALI on CPU threads) or ``"cuda[:N]"`` (``mixed`` decoding, GPU operators). Yields
-    ``(image [B, C_in, S, S] float, mask [B, C, S, S] uint8 0/1)`` on ``device`` (C_in =
-    ``cfg.channels``, C = ``cfg.num_classes``: 1 and 29 for the hands); with
-    ``cfg.full_res_mask`` (eval) the mask is a list of ``[C, H_i, W_i]``. Masks leave DALI
-    bit-packed and are unpacked on the device with torch bitwise ops. The pipeline is
-    built here, once (``pipeline_build_s`` says how long it took).
+    ``index``: rows of the mask cache's index (``load_cache_index``); your own image and
+    mask files go in with :meth:`from_files`. ``device``: ``"cpu"`` (DALI on CPU threads)
+    or ``"cuda[:N]"`` (``mixed`` decoding, GPU operators). Yields ``(image [B, C_in, H, W]
+    float, mask [B, C, H, W] uint8 0/1)`` on ``device`` (``(H, W)`` = ``cfg.size``; C_in and
+    C: the cache's channels and classes, 1 and 29 for the hands; ``mask_output="index"``
+    gives ``[B, H, W]`` int64 instead); with ``cfg.full_res_mask`` (eval) the mask is a list
+    of ``[C, H_i, W_i]``. Masks leave DALI bit-packed and are unpacked on the device with
+    torch bitwise ops. The pipeline is built here, once (``pipeline_build_s`` says how long
+    it took). ``ops``: your own DALI operations, in train mode (see ``graph.augment_pair``).
     """
 
-    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
-                 device: str = "cpu"):
+    supports_ops = True
+
+    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig | None = None,
+                 mode: str = "train", device: str = "cpu", *, ops: GraphOps | None = None):
         from .pipelines import eval_pipeline, train_pipeline
 
+        cfg = LoaderConfig() if cfg is None else cfg
         check_mode(mode, cfg)
         check_index(index)
+        layout = index_layout(index)
+        cfg = fit_config(cfg, layout)
         self.cfg, self.mode, self.device = cfg, mode, str(device)
+        self.mask_encoding = mask_encoding(layout)  # how the cache stores the masks
         dali_device, device_id = resolve_device(device)
         self.batch_size = cfg.batch_size
         shapes = index_shapes(index)
-        source = FileSource([index["image_path"], index["mask_path"]], cfg.batch_size,
-                            params=augment_params(cfg, mode, shapes, index),
-                            shuffle=mode == "train", seed=cfg.seed, shard_id=cfg.shard_id,
-                            num_shards=cfg.num_shards)
-        source.channels = cfg.channels  # for _bad_file's error report
+        source = FileSource([list(index["image_path"]), list(index["mask_path"])],
+                            cfg.batch_size, params=augment_params(cfg, mode, shapes, index),
+                            **epoch_plan(cfg, mode))
+        source.channels = cfg.image_channels  # for _bad_file's error report
         rt = runtime_args(cfg, device_id)
         if mode == "train":
-            pipe = train_pipeline(source, device=dali_device, size=cfg.size, aug=cfg.augment,
-                                  norm=cfg.normalize, channels=cfg.channels, **rt)
+            pipe = train_pipeline(source, device=dali_device, size=cfg.out_hw, aug=cfg.augment,
+                                  norm=cfg.normalize, channels=cfg.image_channels, ops=ops, **rt)
         else:
-            pipe = eval_pipeline(source, device=dali_device, size=cfg.size, aug=cfg.augment,
+            if ops is not None:
+                raise ConfigError("ops (your own DALI operations) run in train mode only")
+            pipe = eval_pipeline(source, device=dali_device, size=cfg.out_hw, aug=cfg.augment,
                                  norm=cfg.normalize, full_res_mask=cfg.full_res_mask,
-                                 channels=cfg.channels, **rt)
+                                 channels=cfg.image_channels, **rt)
         self._start(pipe, source, device_id)
 
     def _convert(self, outputs, k: int):
         image, mask = outputs
         return convert_pair(image, mask, self._device_id, self.cfg.full_res_mask,
-                            self.cfg.num_classes)
+                            self.cfg.mask_planes, self.cfg.mask_output, self.mask_encoding)

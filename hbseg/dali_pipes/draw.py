@@ -1,11 +1,12 @@
 """The one random draw every hbseg back-end applies: numpy only, no DALI, no torch.
 
 The augmentation of sample ``i`` in epoch ``e`` is a pure function of ``(seed, e, i)``:
-:func:`draw_sample` draws CLAHE on/off, flip, angle, scale, shift, crop origin, brightness
-and contrast from ``np.random.default_rng(SeedSequence([seed, e, i]))``, always in the same
-order and always all of them, so a change of one probability never shifts another draw.
-:func:`sample_matrix` folds flip → shift/scale/rotate → crop window or resize into one 2x3
-forward matrix in DALI's pixel-corner coordinates.
+:func:`draw_sample` draws CLAHE on/off, flip, angle, scale, shift, crop origin, brightness,
+contrast and vertical flip from ``np.random.default_rng(SeedSequence([seed, e, i]))``,
+always in the same order and always all of them, so a change of one probability never
+shifts another draw (the vertical flip came later, so its coin is drawn last and every
+earlier draw is what it was). :func:`sample_matrix` folds flips → shift/scale/rotate →
+crop window or resize into one 2x3 forward matrix in DALI's pixel-corner coordinates.
 
 The DALI graphs receive these values as per-sample CPU argument inputs (the matrix for
 ``fn.warp_affine``, ``alpha``/``beta`` for ``fn.brightness_contrast``, the CLAHE predicate);
@@ -16,10 +17,13 @@ same samples, and resuming at epoch ``e`` replays it without any RNG state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .config import AugmentConfig, clahe_in_eval
+from .config import AugmentConfig, as_hw, clahe_in_eval
+
+Size = int | tuple[int, int]
 
 __all__ = ["SampleDraw", "draw_sample", "eval_draw", "sample_matrix", "batch_params",
            "to_opencv_matrix"]
@@ -30,7 +34,8 @@ class SampleDraw:
     """Augmentation parameters of one sample (identity values where a coin said no)."""
 
     clahe: bool = False
-    flip: bool = False
+    flip: bool = False  # horizontal
+    vflip: bool = False
     angle: float = 0.0  # degrees
     scale: float = 1.0
     shift_x: float = 0.0  # fraction of the width
@@ -62,6 +67,7 @@ def draw_sample(aug: AugmentConfig, seed: int, epoch: int, index: int) -> Sample
         crop_u=float(u[4]), crop_v=float(u[5]),
         alpha=1.0 + span(u[6], aug.contrast_limit) if bc else 1.0,
         beta=span(u[7], aug.brightness_limit) if bc else 0.0,
+        vflip=bool(rng.random() < aug.vflip_p),
     )
 
 
@@ -78,18 +84,20 @@ def _about(m: np.ndarray, cx: float, cy: float) -> np.ndarray:
     return _translate(cx, cy) @ m @ _translate(-cx, -cy)
 
 
-def sample_matrix(d: SampleDraw, shape_hw, out_size: int, crop: int | None,
+def sample_matrix(d: SampleDraw, shape_hw, out_size: Size, crop: Size | None,
                   roi=None) -> np.ndarray:
     """One 2x3 forward matrix (source → destination, pixel-corner coordinates).
 
-    flip (``x → W - x``) → rotation by ``angle`` and scale about the centre → shift by
-    ``shift·(W, H)`` → ``crop=None``: the ``W×H`` frame onto ``out_size²``; ``crop=c``: the
-    ``c×c`` window at ``(crop_u·(W - c), crop_v·(H - c))`` onto ``out_size²``.
+    flips (``x → W - x``, ``y → H - y``) → rotation by ``angle`` and scale about the centre
+    → shift by ``shift·(W, H)`` → ``crop=None``: the ``W×H`` frame onto ``out_size``;
+    ``crop=(ch, cw)``: the ``cw×ch`` window at ``(crop_u·(W - cw), crop_v·(H - ch))`` onto
+    ``out_size``. Sizes are a side (square) or ``(H, W)``.
 
     ``roi=(x0, y0, w, h)`` (the hand's window, :mod:`hbseg.dali_pipes.roi`) takes the
-    frame's place: flip, rotation and scale about the window's centre, shift by
-    ``shift·(w, h)``, the window onto ``out_size²`` (``crop`` must then be None).
+    frame's place: flips, rotation and scale about the window's centre, shift by
+    ``shift·(w, h)``, the window onto ``out_size`` (``crop`` must then be None).
     """
+    out_h, out_w = as_hw(out_size)
     h, w = float(shape_hw[0]), float(shape_hw[1])
     x0, y0 = 0.0, 0.0
     if roi is not None:
@@ -98,27 +106,28 @@ def sample_matrix(d: SampleDraw, shape_hw, out_size: int, crop: int | None,
         x0, y0, w, h = (float(v) for v in roi)
     cx, cy = x0 + 0.5 * w, y0 + 0.5 * h
     m = np.eye(3)
-    if d.flip:
-        m = _about(np.diag([-1.0, 1.0, 1.0]), cx, cy) @ m
+    if d.flip or d.vflip:
+        m = _about(np.diag([-1.0 if d.flip else 1.0, -1.0 if d.vflip else 1.0, 1.0]), cx, cy) @ m
     if d.angle or d.scale != 1.0:
         a = np.deg2rad(d.angle)
         c, s = np.cos(a) * d.scale, np.sin(a) * d.scale
         m = _about(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), cx, cy) @ m
     m = _translate(d.shift_x * w, d.shift_y * h) @ m
     if crop is None:
-        m = np.diag([out_size / w, out_size / h, 1.0]) @ _translate(-x0, -y0) @ m
+        m = np.diag([out_w / w, out_h / h, 1.0]) @ _translate(-x0, -y0) @ m
     else:
-        x0, y0 = d.crop_u * (w - crop), d.crop_v * (h - crop)
-        m = np.diag([out_size / crop, out_size / crop, 1.0]) @ _translate(-x0, -y0) @ m
+        ch, cw = as_hw(crop, "crop")
+        x0, y0 = d.crop_u * (w - cw), d.crop_v * (h - ch)
+        m = np.diag([out_w / cw, out_h / ch, 1.0]) @ _translate(-x0, -y0) @ m
     return m[:2].astype(np.float32)
 
 
-def batch_params(draws: list[SampleDraw], shapes_hw, out_size: int | None,
-                 crop: int | None, rois=None) -> dict[str, list[np.ndarray]]:
+def batch_params(draws: list[SampleDraw], shapes_hw, out_size: Size | None,
+                 crop: Size | None, rois=None) -> dict[str, list[np.ndarray]]:
     """Per-sample arrays for DALI's argument inputs: ``matrix`` [2, 3] float32 (absent when
     ``out_size`` is None), ``alpha`` and ``beta`` float32 scalars, ``clahe`` bool scalar.
     ``rois``: one ``(x0, y0, w, h)`` window per sample (see ``sample_matrix``), or None."""
-    out = {
+    out: dict[str, list[Any]] = {
         "alpha": [np.float32(d.alpha) for d in draws],
         "beta": [np.float32(d.beta) for d in draws],
         "clahe": [np.bool_(d.clahe) for d in draws],

@@ -29,12 +29,18 @@ pipeline that calls :func:`clahe` with a predicate must be defined with
 
 from __future__ import annotations
 
-from .config import AugmentConfig, NormalizeConfig, clahe_in_eval
-from .draw import to_opencv_matrix
+from collections.abc import Callable
+from typing import Any
+
+from .config import AugmentConfig, NormalizeConfig, as_hw, clahe_in_eval
+from .draw import Size, to_opencv_matrix
+
+# Your own DALI operations (see ``augment_pair``): (image, packed mask) → (image, packed mask)
+GraphOps = Callable[[Any, Any], tuple[Any, Any]]
 
 __all__ = [
     "clahe", "resize_matrix", "warp_pair", "brightness_contrast", "normalize",
-    "augment_pair", "eval_pair", "to_opencv_matrix", "clahe_for_eval",
+    "augment_pair", "eval_pair", "to_opencv_matrix", "clahe_for_eval", "GraphOps",
 ]
 
 
@@ -85,24 +91,27 @@ def clahe(images, aug: AugmentConfig, predicate=None):
     return out
 
 
-def resize_matrix(shape_hw, out_size: int):
-    """The forward matrix that maps each sample's whole ``W×H`` frame onto ``out_size²``,
-    from a CPU float node ``[H, W]`` (inference, where sizes are known only in-graph)."""
+def resize_matrix(shape_hw, out_size: Size):
+    """The forward matrix that maps each sample's whole ``W×H`` frame onto ``out_size`` (a
+    side or ``(H, W)``), from a CPU float node ``[H, W]`` (inference, where sizes are known
+    only in-graph)."""
     fn, _ = _dali()
-    size = [float(out_size), float(out_size)]
+    out_h, out_w = as_hw(out_size)
     return fn.transforms.crop(from_start=[0.0, 0.0], from_end=fn.stack(shape_hw[1], shape_hw[0]),
-                              to_start=[0.0, 0.0], to_end=size)
+                              to_start=[0.0, 0.0], to_end=[float(out_w), float(out_h)])
 
 
-def warp_pair(image, mask, mt, out_size: int):
-    """One ``fn.warp_affine`` per tensor, both driven by the same matrix node ``mt``.
+def warp_pair(image, mask, mt, out_size: Size):
+    """One ``fn.warp_affine`` per tensor, both driven by the same matrix node ``mt``, onto
+    ``out_size`` (a side or ``(H, W)``).
 
     Linear interpolation for the image, nearest for the packed mask (bits are never
     mixed); outside the source both are filled with 0 (black, no bone). ``mask=None``
     warps the image alone.
     """
     fn, types = _dali()
-    kw = dict(matrix=mt, size=[float(out_size), float(out_size)], inverse_map=False, fill_value=0.0)
+    out_h, out_w = as_hw(out_size)
+    kw = dict(matrix=mt, size=[float(out_h), float(out_w)], inverse_map=False, fill_value=0.0)
     image = fn.warp_affine(image, interp_type=types.INTERP_LINEAR, **kw)
     if mask is not None:
         mask = fn.warp_affine(mask, interp_type=types.INTERP_NN, **kw)
@@ -135,19 +144,31 @@ def _brightness_contrast_used(aug: AugmentConfig) -> bool:
     return aug.brightness_contrast_p > 0 and (aug.brightness_limit > 0 or aug.contrast_limit > 0)
 
 
-def augment_pair(image, mask, params, *, size: int, aug: AugmentConfig, norm: NormalizeConfig):
-    """The training graph: CLAHE → one affine warp (flip, SSR, crop/resize) → brightness/
-    contrast → normalise. ``params``: the nodes ``(matrix, alpha, beta, clahe)``.
-    Returns ``(image CHW float, mask HWC uint8 packed)``."""
+def augment_pair(image, mask, params, *, size: Size, aug: AugmentConfig, norm: NormalizeConfig,
+                 ops: GraphOps | None = None):
+    """The training graph: CLAHE → one affine warp (flips, SSR, crop/resize) → brightness/
+    contrast → your ``ops`` → normalise. ``params``: the nodes ``(matrix, alpha, beta,
+    clahe)``. Returns ``(image CHW float, mask HWC uint8 packed)``.
+
+    ``ops(image, mask) -> (image, mask)`` adds your own DALI operations. It receives the
+    image as HWC uint8 (1 or 3 channels) and the mask as the cache stores it, HWC uint8
+    (:mod:`hbseg.dali_pipes.outputs`: class bits in 4 channels or 1, or class indices),
+    both at ``size``. A geometric operation must get the same random argument node for
+    both (draw it once, pass it to both calls) and nearest-neighbour interpolation for the
+    mask (``interp_type=types.INTERP_NN``), so that labels are moved, never blended. It
+    must return both at ``size``, the mask with its dtype and channels.
+    """
     matrix, alpha, beta, flag = params
     image = clahe(image, aug, predicate=flag)
     image, mask = warp_pair(image, mask, matrix, size)
     if _brightness_contrast_used(aug):
         image = brightness_contrast(image, alpha, beta)
+    if ops is not None:
+        image, mask = ops(image, mask)
     return normalize(image, norm), mask
 
 
-def eval_pair(image, mask, matrix, *, size: int | None, aug: AugmentConfig,
+def eval_pair(image, mask, matrix, *, size: Size | None, aug: AugmentConfig,
               norm: NormalizeConfig, full_res_mask: bool = False):
     """Eval/inference graph: deterministic CLAHE, the same resize ``matrix`` for image
     (linear) and mask (nearest), normalise. ``full_res_mask`` leaves the mask untouched;

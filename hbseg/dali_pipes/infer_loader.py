@@ -1,4 +1,4 @@
-"""Inference input: unlabelled PNGs of any size → normalised square batches + original sizes.
+"""Inference input: unlabelled PNGs of any size → normalised batches + original sizes.
 
 Each image gets the eval graph (deterministic CLAHE, one linear resize by ``fn.warp_affine``,
 normalisation) so that the model sees exactly what eval showed it; its original ``(H, W)``
@@ -15,8 +15,9 @@ import numpy as np
 
 from hbseg.errors import DataError
 
-from .config import NO_AUGMENT, AugmentConfig, NormalizeConfig
+from .config import NO_AUGMENT, AugmentConfig, NormalizeConfig, as_hw
 from .dali_loader import resolve_device, to_torch
+from .draw import Size
 from .pipe_loader import PipelineLoader
 from .sources import FileSource
 
@@ -34,8 +35,9 @@ class _Matrices:
 
 
 class DaliInferLoader(PipelineLoader):
-    """Yields ``(image [B, C, size, size] float on device, orig_hw list[(h, w)], names list[str])``
-    over ``image_paths`` in the order given; the last batch is partial. ``size=None`` keeps
+    """Yields ``(image [B, C, H, W] float on device, orig_hw list[(h, w)], names list[str])``
+    over ``image_paths`` in the order given (``(H, W)``: ``size``, a side or a pair); the
+    last batch is partial. ``size=None`` keeps
     full resolution: ``image`` is then a list of ``[1, H_i, W_i]`` tensors. The pipeline is
     built once; iterating again (another model, another TTA pass) reuses it.
 
@@ -48,7 +50,7 @@ class DaliInferLoader(PipelineLoader):
 
     supports_full_res = True  # size=None
 
-    def __init__(self, image_paths: Sequence[str | Path], size: int | None = 512,
+    def __init__(self, image_paths: Sequence[str | Path], size: Size | None = 512,
                  augment: AugmentConfig = NO_AUGMENT, normalize: NormalizeConfig = NormalizeConfig(),
                  batch_size: int = 4, device: str = "cpu", num_threads: int = 2, prefetch: int = 2,
                  channels: int = 1, matrices: Sequence | None = None):
@@ -57,9 +59,7 @@ class DaliInferLoader(PipelineLoader):
         self.image_paths = [str(p) for p in image_paths]
         if not self.image_paths:
             raise DataError("no images to predict (the list of image paths is empty)")
-        if size is not None and size < 16:
-            raise ValueError(f"size must be at least 16 (or None for full resolution), got {size}")
-        self.size = None if size is None else int(size)
+        self.size: Size | None = None if size is None else as_hw(size)  # ValueError if < 16
         self.augment, self.normalize = augment, normalize
         self.batch_size, self.num_threads, self.prefetch = int(batch_size), num_threads, prefetch
         self.device = str(device)
@@ -71,6 +71,7 @@ class DaliInferLoader(PipelineLoader):
             mats = [np.asarray(m, np.float32).reshape(2, 3) for m in matrices]
             params = _Matrices(mats)
         source = FileSource([self.image_paths], self.batch_size, shuffle=False, params=params)
+        self._files = source  # the batch's names
         pipe = infer_pipeline(source, device=dali_device, size=self.size, aug=self.augment,
                               norm=self.normalize, channels=channels,
                               with_matrix=matrices is not None, batch_size=self.batch_size,
@@ -82,4 +83,4 @@ class DaliInferLoader(PipelineLoader):
         image, shape_hw = outputs
         hw = [tuple(int(v) for v in shape_hw.at(i)) for i in range(len(shape_hw))]
         image = to_torch(image, self._device_id, per_sample=self.size is None)
-        return image, hw, self._source.names(k)
+        return image, hw, self._files.names(k)

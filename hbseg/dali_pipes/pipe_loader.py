@@ -2,10 +2,11 @@
 
 :class:`PipelineLoader` holds a built pipeline and its epoch-aware source
 (:mod:`hbseg.dali_pipes.sources`). ``iter()`` selects the epoch in the source
-(``source.begin(epoch)``) and runs the pipeline until the source ends the epoch; the next
-``iter()`` calls ``pipe.reset()`` and goes on with the same pipeline, executor, thread
-pool and decoder. A half-read epoch (``reset()``, or an abandoned iterator) is closed by
-asking the source to stop and draining the batches already in flight.
+(``source.begin(epoch)``: the next epoch, or the one ``set_epoch`` pinned) and runs the
+pipeline until the source ends the epoch; the next ``iter()`` calls ``pipe.reset()`` and
+goes on with the same pipeline, executor, thread pool and decoder. A half-read epoch
+(``reset()``, or an abandoned iterator) is closed by asking the source to stop and
+draining the batches already in flight.
 
 The hand-off never blocks the host on CUDA: ``pipe.run(stream)`` returns outputs bound to
 torch's current stream (DALI's dynamic executor, the default in DALI 2.x; see
@@ -20,6 +21,7 @@ import time
 import warnings
 from collections.abc import Iterator
 
+from .loader_base import EpochClock
 from .sources import EpochSource
 
 __all__ = ["PipelineLoader"]
@@ -29,12 +31,12 @@ class PipelineLoader:
     """Epoch bookkeeping over one pipeline. Subclasses call :meth:`_start` once with the
     pipeline and its source, and implement ``_convert(outputs, k)`` for batch ``k``."""
 
-    epoch: int = 0
     pipeline_builds: int = 0
     pipeline_build_s: float | None = None
 
     def _start(self, pipe, source: EpochSource, device_id: int | None) -> None:
         self._pipe, self._source, self._device_id = pipe, source, device_id
+        self._clock = EpochClock()
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             # the source always hands out every parameter; a graph that skips brightness
@@ -53,10 +55,23 @@ class PipelineLoader:
     def __len__(self) -> int:
         return len(self._source)
 
+    @property
+    def epoch(self) -> int:
+        """The epoch of the current (or last) iteration, or the one ``set_epoch`` pinned."""
+        return self._clock.epoch
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        """Make the next iteration read epoch ``epoch`` (its order and draws); later
+        iterations follow from there."""
+        self._clock.set_epoch(epoch)
 
     def reset(self) -> None:
+        """Rewind: close a half-read epoch (the source stops, the batches in flight are
+        drained) and make the next iteration read the current epoch again."""
+        self._drain()
+        self._clock.rewind()
+
+    def _drain(self) -> None:
         """Close a half-read epoch: the source stops, the batches in flight are drained."""
         if self._open and not self.closed:
             self._source.stop()
@@ -70,11 +85,11 @@ class PipelineLoader:
     def __iter__(self) -> Iterator:
         if self.closed:
             raise RuntimeError(f"{type(self).__name__} was closed; build a new loader")
-        self.reset()
+        self._drain()  # an abandoned iteration is over; the next epoch begins
         if self._at_end:
             self._pipe.reset()
             self._at_end = False
-        self._source.begin(self.epoch)
+        self._source.begin(self._clock.next_epoch())
         self._open = True
         return self._batches()
 

@@ -74,7 +74,7 @@ def _box(nonzero: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def mask_bbox(packed: np.ndarray) -> tuple[int, int, int, int] | None:
     """Box of every labelled pixel of a packed ``[H, W, 4]`` mask (any class); None if empty."""
-    return _box(packed.reshape(packed.shape[0], packed.shape[1], -1).any(axis=2))
+    return _box(np.asarray(packed.reshape(packed.shape[0], packed.shape[1], -1).any(axis=2)))
 
 
 def intensity_bbox(path: str | Path) -> tuple[int, int, int, int] | None:

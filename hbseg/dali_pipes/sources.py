@@ -15,6 +15,7 @@ run in the thread that runs the pipeline and cost microseconds per batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 from hbseg.errors import DataError
 
 from .config import AugmentConfig
-from .draw import batch_params, draw_sample, eval_draw
+from .draw import Size, batch_params, draw_sample, eval_draw
 from .loader_base import epoch_order
 
 __all__ = ["EpochSource", "FileSource", "CachedArraySource", "AugmentParams", "encode_path",
@@ -35,15 +36,18 @@ PARAM_OUTPUTS = ("matrix", "alpha", "beta", "clahe")
 
 def encode_path(path: str) -> np.ndarray:
     """A path as the 1-D uint8 array ``fn.io.file.read`` takes."""
-    return np.frombuffer(str(path).encode("utf-8"), dtype=np.uint8)
+    return np.frombuffer(os.fsencode(path), dtype=np.uint8)  # names that are not UTF-8 too
 
 
 class AugmentParams:
     """Per-sample argument inputs for rows ``idx`` of ``epoch``: training draws
-    (:func:`draw_sample`) or the deterministic eval ones (:func:`eval_draw`)."""
+    (:func:`draw_sample`) or the deterministic eval ones (:func:`eval_draw`).
 
-    def __init__(self, aug: AugmentConfig, shapes_hw: np.ndarray, size: int | None,
-                 crop: int | None, train: bool, seed: int, geometry=None):
+    ``shapes_hw``: ``[N, 2]`` (H, W) of every row; ``size``: the output, a side or
+    ``(H, W)``; ``crop``: a random window (training) or None."""
+
+    def __init__(self, aug: AugmentConfig, shapes_hw: np.ndarray, size: Size | None,
+                 crop: Size | None = None, train: bool = True, seed: int = 0, geometry=None):
         self.aug, self.size, self.crop, self.train, self.seed = aug, size, crop, train, seed
         self.shapes_hw = np.asarray(shapes_hw, dtype=np.float64).reshape(-1, 2)
         self._eval = eval_draw(aug)
@@ -68,17 +72,18 @@ class EpochSource:
 
     ``begin(epoch)`` selects the epoch (call it before DALI asks for the epoch's first
     batch); ``stop()`` makes the next request end the epoch early, so that a half-read
-    epoch is closed after the batches already in flight.
+    epoch is closed after the batches already in flight. ``shuffle``: a new order every
+    epoch (``epoch_order``); ``drop_last``: leave out the shard's last batch when partial.
     """
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 shard_id: int = 0, num_shards: int = 1):
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 shard_id: int = 0, num_shards: int = 1, drop_last: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if n < 1:
             raise DataError("no samples to read (the index is empty)")
         self.n, self.batch_size = n, batch_size
-        self.shuffle, self.seed = shuffle, seed
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.shard_id, self.num_shards = shard_id, num_shards
         self.begin(0)
 
@@ -87,8 +92,11 @@ class EpochSource:
 
     def begin(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        self.order = epoch_order(self.n, self.epoch, self.seed, self.shuffle,
-                                 self.shard_id, self.num_shards)
+        order = epoch_order(self.n, self.epoch, self.seed, self.shuffle,
+                            self.shard_id, self.num_shards)
+        if self.drop_last:
+            order = order[:len(order) // self.batch_size * self.batch_size]
+        self.order = order
         self._stopped = False
 
     def stop(self) -> None:

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from hbseg.dali_pipes.config import LoaderConfig
 from hbseg.dali_pipes.loader_base import check_index
 from hbseg.data.classes import CLASS_TO_INDEX, CLASSES
-from hbseg.errors import DataError
+from hbseg.errors import ConfigError, DataError
 
 from .torch_loader import LoaderBase, SampleFailure, check_mode, guard
 
@@ -74,9 +74,9 @@ class BaselineDataset(Dataset):
         self.images = [str(p) for p in index["image_path"]]
         self.jsons = [str(p) for p in index["json_path"]]
         self.full_res = cfg.full_res_mask
-        self.mean, self.std = cfg.normalize.mean, cfg.normalize.std
+        (self.mean,), (self.std,) = cfg.normalize.per_channel(1)
         self.half = cfg.normalize.dtype == "float16"
-        self.resize = A.Resize(cfg.size, cfg.size)
+        self.resize = A.Resize(*cfg.out_hw)  # (height, width)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -93,9 +93,9 @@ class BaselineDataset(Dataset):
             image, label = out["image"], out["mask"]
         image = image.transpose(2, 0, 1)[:1]  # CHW, then the grey channel only
         label = label.transpose(2, 0, 1)
-        image = torch.from_numpy(image).float().sub_(self.mean).div_(self.std)
-        label = torch.from_numpy(np.ascontiguousarray(label)).float()
-        return (image.half() if self.half else image), label
+        x = torch.from_numpy(image).float().sub_(self.mean).div_(self.std)
+        y = torch.from_numpy(np.ascontiguousarray(label)).float()
+        return (x.half() if self.half else x), y
 
     def __getitem__(self, key: tuple[int, int]):
         i, _epoch = key
@@ -112,6 +112,9 @@ class BaselineLoader(LoaderBase):
                  device: str = "cpu"):
         check_mode(mode, cfg)
         check_index(index, ("image_path", "json_path"))
+        if cfg.mask_output != "planes":
+            raise ConfigError("the baseline loader yields the competition's 29 planes only "
+                              "(mask_output='planes')")
         super().__init__(index, cfg, mode, device, BaselineDataset(index, cfg))
 
     def _pin_memory(self) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +25,21 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig, NormalizeConfig
+from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig, NormalizeConfig, as_hw
 from hbseg.dali_pipes.draw import (
     SampleDraw,
+    Size,
     draw_sample,
     eval_draw,
     sample_matrix,
     to_opencv_matrix,
 )
-from hbseg.dali_pipes.loader_base import check_index, epoch_order, num_batches
+from hbseg.dali_pipes.files import FromFiles
+from hbseg.dali_pipes.layout import fit_config, index_layout, mask_encoding
+from hbseg.dali_pipes.loader_base import EpochClock, check_index, epoch_order, num_batches
+from hbseg.dali_pipes.outputs import masks_from_packed, read_mask_file
 from hbseg.data.classes import NUM_CLASSES
 from hbseg.data.formats.images import read_image
-from hbseg.data.masks import read_packed_png, unpack_masks_torch
 from hbseg.errors import ConfigError, DataError
 
 __all__ = ["TorchLoader", "EpochSampler", "apply_draw", "warp_nearest"]
@@ -75,11 +79,14 @@ def guard(path: str | Path, fn, *args):
 
 class EpochSampler(Sampler):
     """Yields ``(sample index, epoch)`` in ``epoch_order``; the epoch rides along so that
-    persistent workers (which hold stale copies of the loader) still seed correctly."""
+    persistent workers (which hold stale copies of the loader) still seed correctly.
+    ``drop_last`` leaves out the samples of a partial last batch of ``batch_size``."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool, shard_id: int, num_shards: int):
+    def __init__(self, n: int, seed: int, shuffle: bool, shard_id: int, num_shards: int,
+                 drop_last: bool = False, batch_size: int = 1):
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.shard_id, self.num_shards = shard_id, num_shards
+        self.drop_last, self.batch_size = drop_last, batch_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -87,10 +94,11 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = epoch_order(self.n, self.epoch, self.seed, self.shuffle, self.shard_id, self.num_shards)
-        return iter([(int(i), self.epoch) for i in order])
+        return iter([(int(i), self.epoch) for i in order[:len(self)]])
 
     def __len__(self) -> int:
-        return len(range(self.shard_id, self.n, self.num_shards))
+        n = len(range(self.shard_id, self.n, self.num_shards))
+        return n // self.batch_size * self.batch_size if self.drop_last else n
 
 
 class Collate:
@@ -117,7 +125,12 @@ def worker_init(worker_id: int) -> None:
     worker tears down the thread pool inherited from the parent and deadlocks on its
     condition variable (most forks hang once the parent has used cv2). DataLoader
     already limits torch to one thread per worker.
+
+    Ctrl-C reaches the whole process group; a forked worker would run the parent's SIGINT
+    handler too (the trainer's "finishing this epoch" note, once per worker), so workers
+    ignore it: only the parent speaks, and it stops the workers itself.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -130,14 +143,17 @@ def check_mode(mode: str, cfg: LoaderConfig) -> None:
         raise ConfigError("full_res_mask is for eval mode only (training needs equal-size masks)")
 
 
-def move_batch(batch, device: torch.device, unpack: bool, num_classes: int = NUM_CLASSES):
+def move_batch(batch, device: torch.device, unpack: bool, num_classes: int = NUM_CLASSES,
+               mask_output: str = "planes", encoding: str = "bits"):
     """Host → device copy (non-blocking from pinned memory), then unpack masks there."""
     images, masks = batch
     images = images.to(device, non_blocking=True)
 
     def one(m: torch.Tensor) -> torch.Tensor:
         m = m.to(device, non_blocking=True)
-        return unpack_masks_torch(m, num_classes) if unpack else m.to(torch.uint8)
+        if not unpack:
+            return m.to(torch.uint8)
+        return masks_from_packed(m, num_classes, mask_output, encoding)
 
     masks = [one(m) for m in masks] if isinstance(masks, list) else one(masks)
     return images, masks
@@ -178,7 +194,8 @@ def _fork_safe_iter(loader: DataLoader):
 class LoaderBase:
     """What the torch-based back-ends share: sampler, DataLoader, device transfer."""
 
-    _unpack = True  # masks arrive bit-packed
+    _unpack = True  # masks arrive as stored (bit-packed, or class indices)
+    mask_encoding = "bits"
 
     def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str, device: str,
                  dataset: Dataset):
@@ -187,9 +204,11 @@ class LoaderBase:
         self._device = torch.device(device)
         self.batch_size = cfg.batch_size
         n = len(index)
-        self.sampler = EpochSampler(n, cfg.seed, mode == "train", cfg.shard_id, cfg.num_shards)
+        self.sampler = EpochSampler(n, cfg.seed, cfg.shuffles(mode), cfg.shard_id, cfg.num_shards,
+                                    cfg.drop_last, cfg.batch_size)
+        self._clock = EpochClock()
         self.num_samples = len(self.sampler)
-        self._len = num_batches(n, cfg.batch_size, cfg.shard_id, cfg.num_shards)
+        self._len = num_batches(n, cfg.batch_size, cfg.shard_id, cfg.num_shards, cfg.drop_last)
         self._loader = make_dataloader(dataset, self.sampler, cfg, not cfg.full_res_mask,
                                        pin_memory=self._pin_memory())
 
@@ -199,12 +218,18 @@ class LoaderBase:
     def __len__(self) -> int:
         return self._len
 
+    @property
+    def epoch(self) -> int:
+        return self._clock.epoch
+
     def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+        """Make the next iteration read epoch ``epoch``; later ones follow from there."""
+        self._clock.set_epoch(epoch)
 
     def reset(self) -> None:
-        """Nothing to rewind: every ``iter()`` starts the epoch afresh, and DataLoader
-        discards the batches a half-read iterator left in flight."""
+        """Rewind: the next iteration reads the current epoch again (DataLoader discards
+        the batches a half-read iterator left in flight)."""
+        self._clock.rewind()
 
     def close(self) -> None:
         """Stop the persistent workers now rather than at a garbage collection."""
@@ -220,24 +245,31 @@ class LoaderBase:
         self.close()
 
     def __iter__(self) -> Iterator:
+        self.sampler.set_epoch(self._clock.next_epoch())  # now, not at the first next()
+        return self._batches()
+
+    def _batches(self) -> Iterator:
         for batch in _fork_safe_iter(self._loader):
             if isinstance(batch, SampleFailure):
                 raise batch.error()
-            yield move_batch(batch, self._device, self._unpack, self.cfg.num_classes)
+            yield move_batch(batch, self._device, self._unpack, self.cfg.mask_planes,
+                             self.cfg.mask_output, self.mask_encoding)
 
 
 # --------------------------------------------------------------------------- torch back-end
 
 
-def warp_nearest(packed: np.ndarray, mt: np.ndarray, size: int) -> np.ndarray:
+def warp_nearest(packed: np.ndarray, mt: np.ndarray, size: Size) -> np.ndarray:
     """Nearest-neighbour warp of an HWC uint8 mask by a forward 2x3 matrix in DALI's
-    convention: each destination pixel centre, mapped back in float32, takes the source
-    pixel that contains it (floor); 0 outside. ``cv2.warpAffine`` quantises coordinates to
-    1/32 px and so breaks the many exact ties of a resize differently from DALI."""
+    convention onto ``size`` (a side or ``(H, W)``): each destination pixel centre, mapped
+    back in float32, takes the source pixel that contains it (floor); 0 outside.
+    ``cv2.warpAffine`` quantises coordinates to 1/32 px and so breaks the many exact ties
+    of a resize differently from DALI."""
+    out_h, out_w = as_hw(size)
     inv = np.linalg.inv(np.vstack([np.asarray(mt, np.float64).reshape(2, 3), [0.0, 0.0, 1.0]]))
     inv = inv.astype(np.float32)
-    centres = np.arange(size, dtype=np.float32) + np.float32(0.5)
-    xs, ys = centres[None, :], centres[:, None]
+    xs = (np.arange(out_w, dtype=np.float32) + np.float32(0.5))[None, :]
+    ys = (np.arange(out_h, dtype=np.float32) + np.float32(0.5))[:, None]
     sx = np.floor(inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]).astype(np.int64)
     sy = np.floor(inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]).astype(np.int64)
     h, w = packed.shape[:2]
@@ -256,7 +288,7 @@ def clahe_rgb(image: np.ndarray, clahe) -> np.ndarray:
 
 
 def apply_draw(image: np.ndarray, packed: np.ndarray | None, d: SampleDraw, aug: AugmentConfig,
-               norm: NormalizeConfig, size: int, crop: int | None, roi=None):
+               norm: NormalizeConfig, size: Size, crop: Size | None, roi=None):
     """One sample through the graph's steps, with OpenCV: CLAHE → warp by ``d``'s matrix
     (linear image, nearest packed mask, 0 outside) → brightness/contrast → normalise.
     ``image``: [H, W] grey or [H, W, 3] RGB uint8; ``roi``: the hand's window (see
@@ -267,7 +299,8 @@ def apply_draw(image: np.ndarray, packed: np.ndarray | None, d: SampleDraw, aug:
         clahe = cv2.createCLAHE(clipLimit=aug.clahe_clip_limit, tileGridSize=(tx, ty))
         image = clahe.apply(image) if image.ndim == 2 else clahe_rgb(image, clahe)
     mt = sample_matrix(d, image.shape[:2], size, crop, roi)
-    image = cv2.warpAffine(image, to_opencv_matrix(mt), dsize=(size, size), flags=cv2.INTER_LINEAR,
+    out_h, out_w = as_hw(size)
+    image = cv2.warpAffine(image, to_opencv_matrix(mt), dsize=(out_w, out_h), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if packed is not None:
         packed = warp_nearest(packed, mt, size)
@@ -300,10 +333,10 @@ class TorchDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         i, epoch = key
-        image = guard(self.images[i], read_image, self.images[i], self.cfg.channels)
+        image = guard(self.images[i], read_image, self.images[i], self.cfg.image_channels)
         if isinstance(image, SampleFailure):
             return image
-        packed = guard(self.masks[i], read_packed_png, self.masks[i])
+        packed = guard(self.masks[i], read_mask_file, self.masks[i])
         if isinstance(packed, SampleFailure):
             return packed
         if packed.shape[:2] != image.shape[:2]:
@@ -314,7 +347,7 @@ class TorchDataset(Dataset):
         train = self.mode == "train"
         d = self.geometry.draw(draw_sample(c.augment, c.seed, epoch, i) if train else self._eval, i)
         image, warped = apply_draw(image, None if self.full_res else packed, d, c.augment,
-                                   c.normalize, c.size, c.crop if train else None,
+                                   c.normalize, c.out_hw, c.crop_hw if train else None,
                                    self.geometry.roi(i))
         mask = packed if self.full_res else warped
         img = torch.from_numpy(np.ascontiguousarray(image))
@@ -322,16 +355,22 @@ class TorchDataset(Dataset):
         return (img.half() if self.half else img), torch.from_numpy(np.ascontiguousarray(mask))
 
 
-class TorchLoader(LoaderBase):
+class TorchLoader(FromFiles, LoaderBase):
     """DataLoader back-end implementing the ``Loader`` protocol.
 
-    ``index``: the mask cache's index (``load_cache_index``), or a subset of its rows.
-    Yields image [B, channels, S, S] float32/float16 and mask [B, C, S, S] uint8 0/1 on
-    ``device`` (a list of [C, H_i, W_i] with ``cfg.full_res_mask`` in eval mode).
+    ``index``: the mask cache's index (``load_cache_index``), or a subset of its rows; your
+    own files go in with :meth:`from_files`. Yields image [B, channels, H, W]
+    float32/float16 and mask [B, C, H, W] uint8 0/1 on ``device`` (a list of [C, H_i, W_i]
+    with ``cfg.full_res_mask`` in eval mode; [B, H, W] int64 with ``mask_output="index"``).
+    Channels and classes come from the cache, as for ``DaliLoader``.
     """
 
-    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
-                 device: str = "cpu"):
+    def __init__(self, index: pd.DataFrame, cfg: LoaderConfig | None = None,
+                 mode: str = "train", device: str = "cpu"):
+        cfg = LoaderConfig() if cfg is None else cfg
         check_mode(mode, cfg)
         check_index(index, ("image_path", "mask_path"))
+        layout = index_layout(index)
+        cfg = fit_config(cfg, layout)
+        self.mask_encoding = mask_encoding(layout)  # how the cache stores the masks
         super().__init__(index, cfg, mode, device, TorchDataset(index, cfg, mode))

@@ -11,6 +11,8 @@ from pathlib import Path
 from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig, NormalizeConfig
 from hbseg.errors import ConfigError
 
+from .rules import FIELD_RULES, field_problem, nested_problem, option_name
+
 __all__ = ["TrainConfig", "LOADERS", "AMP_MODES", "CONFIG_NAME", "save_config", "load_config"]
 
 LOADERS = ("dali", "dali-cache", "torch", "baseline")
@@ -66,7 +68,7 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are already)
     log_every: int = 10  # steps between loss read-backs (progress bar and NaN check)
     progress: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig.hand_xray)  # HAND_XRAY
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
 
     def __post_init__(self) -> None:
@@ -77,30 +79,10 @@ class TrainConfig:
             bad(f"unknown loader {self.loader!r}. Valid: {', '.join(LOADERS)}")
         if self.amp not in AMP_MODES:
             bad(f"unknown amp mode {self.amp!r}. Valid: {', '.join(AMP_MODES)}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            bad(f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        if self.size < 16:
-            bad(f"--size must be at least 16, got {self.size}")
-        if self.crop is not None and self.crop < 16:
-            bad(f"--crop must be at least 16, got {self.crop}")
-        if self.workers is not None and self.workers < 0:
-            bad(f"--workers must not be negative, got {self.workers}")
-        for name in ("batch_size", "epochs", "val_every", "log_every"):
-            if getattr(self, name) < 1:
-                bad(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.val_batch_size is not None and self.val_batch_size < 1:
-            bad(f"--val-batch-size must be at least 1, got {self.val_batch_size}")
-        if self.stop_after is not None and not 1 <= self.stop_after:
-            bad(f"--stop-after must be at least 1, got {self.stop_after}")
-        inf = float("inf")  # and nan fails every comparison below
-        if not (0 < self.lr < inf and 0 <= self.weight_decay < inf and 0 <= self.warmup_epochs < inf):
-            bad("--lr must be positive; --weight-decay and --warmup-epochs not negative")
-        if not 0 <= self.min_lr_ratio <= 1:
-            bad(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.fold < -1:
-            bad(f"--fold must be a fold number or -1 (no validation), got {self.fold}")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            bad(f"--grad-clip must not be negative, got {self.grad_clip}")
+        for name in FIELD_RULES:  # each setting's range (rules.py), nan and inf refused
+            problem = field_problem(name, getattr(self, name))
+            if problem is not None:
+                bad(f"{option_name(name)} is {getattr(self, name)!r}; {problem}")
         if self.device == "cpu" and self.loader == "dali-cache":
             bad("--loader dali-cache keeps decoded images in GPU memory and needs --device cuda; "
                 "use --loader dali or torch on CPU")
@@ -113,8 +95,6 @@ class TrainConfig:
         if (self.pseudo is None) != (self.pseudo_data is None):
             bad("--pseudo CSV and --pseudo-data FOLDER go together (the CSV's masks and "
                 "the images they label)")
-        if not (0 < self.pseudo_weight < float("inf")):
-            bad(f"--pseudo-weight must be positive, got {self.pseudo_weight}")
         if self.pseudo is not None and self.loader == "baseline":
             bad("--loader baseline rasterises JSON polygons and cannot read pseudo-label "
                 "masks; use --loader torch or dali")
@@ -181,13 +161,16 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
-        if isinstance(d.get("augment"), dict):
-            aug = dict(d["augment"])
-            if "clahe_tile_grid" in aug:
-                aug["clahe_tile_grid"] = tuple(aug["clahe_tile_grid"])
-            d["augment"] = AugmentConfig(**aug)
-        if isinstance(d.get("normalize"), dict):
-            d["normalize"] = NormalizeConfig(**d["normalize"])  # lists become tuples there
+        try:
+            if isinstance(d.get("augment"), dict):
+                aug = dict(d["augment"])
+                if "clahe_tile_grid" in aug:
+                    aug["clahe_tile_grid"] = tuple(aug["clahe_tile_grid"])
+                d["augment"] = AugmentConfig.hand_xray(**aug)  # a partial block keeps the recipe
+            if isinstance(d.get("normalize"), dict):
+                d["normalize"] = NormalizeConfig(**d["normalize"])  # lists become tuples there
+        except ValueError as e:  # a range check of those classes (a saved config, a checkpoint's)
+            raise ConfigError(f"invalid augment or normalize setting: {e}") from None
         return cls(**d)
 
     def replace(self, **changes) -> TrainConfig:
@@ -226,20 +209,69 @@ def _check_keys(d: dict, cls, where: str, path: Path) -> None:
             raise ConfigError(f"{where}{key} is {value!r}; expected {kind}", path)
 
 
+def check_settings(d: dict, path: Path) -> None:
+    """Every key of a settings mapping, before anything is built from it: a known name, a
+    value of its type and in its range (``rules.FIELD_RULES``), and ``augment`` and
+    ``normalize`` as their classes accept them. Errors name the file and the key."""
+    _check_keys(d, TrainConfig, "", path)
+    for key, value in d.items():
+        problem = field_problem(key, value)
+        if problem is not None:
+            raise ConfigError(f"{key} is {value!r}; {problem}", path)
+    from hbseg.data.split import SPLITS
+
+    for key, choices in (("loader", LOADERS), ("amp", AMP_MODES), ("split", SPLITS)):
+        if key in d and d[key] not in choices:
+            raise ConfigError(f"{key} is {d[key]!r}; expected one of {', '.join(choices)}", path)
+    if "loss" in d:
+        from .losses import get_loss
+
+        try:
+            get_loss(d["loss"])
+        except ConfigError as e:
+            raise ConfigError(f"loss: {e.problem}", path) from None
+    if "arch" in d:
+        from hbseg.models import list_models
+
+        if str(d["arch"]).lower() not in list_models():
+            raise ConfigError(f"arch is {d['arch']!r}; expected one of {', '.join(list_models())}",
+                              path)
+    for key, cls in (("augment", AugmentConfig), ("normalize", NormalizeConfig)):
+        if key not in d:
+            continue
+        if not isinstance(d[key], dict):
+            raise ConfigError(f"{key!r} must be a mapping of its settings", path)
+        _check_keys(d[key], cls, f"{key}.", path)
+        found = nested_problem(cls, d[key])
+        if found is not None:
+            sub, message = found
+            if sub is None:
+                raise ConfigError(f"{key}: {message}", path)
+            if message.startswith(f"{sub} "):  # "hflip_p must be in [0, 1] …"
+                raise ConfigError(f"{key}.{message}", path)
+            raise ConfigError(f"{key}.{sub} is {d[key][sub]!r}: {message}", path)
+
+
 def read_train_settings(path: str | Path) -> dict:
     """The settings in a YAML/JSON file for ``hbseg-train --config``: any ``TrainConfig``
     fields (a run's ``config.yaml`` has them all), ``augment`` and ``normalize`` as
-    mappings of their own fields. Unknown names are errors naming the closest one."""
+    mappings of their own fields, each checked by ``check_settings``. Unknown names are
+    errors naming the closest one."""
+    from hbseg.errors import DataError
+    from hbseg.regular_files import check_regular
     from hbseg.settings_file import read_mapping
 
     path = Path(path)
+    try:
+        check_regular(path, "a YAML or JSON settings file")  # a FIFO would block the reader
+    except FileNotFoundError:
+        pass  # read_mapping says so
+    except DataError as e:  # a settings file, so a usage error like its other faults
+        raise ConfigError(e.problem, path) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read training settings file ({e.strerror})", path) from None
     d = read_mapping(path, "training settings file")
-    _check_keys(d, TrainConfig, "", path)
-    for key, cls in (("augment", AugmentConfig), ("normalize", NormalizeConfig)):
-        if key in d:
-            if not isinstance(d[key], dict):
-                raise ConfigError(f"{key!r} must be a mapping of its settings", path)
-            _check_keys(d[key], cls, f"{key}.", path)
+    check_settings(d, path)
     return d
 
 
@@ -261,7 +293,8 @@ def load_config(path: str | Path) -> TrainConfig:
     from hbseg.settings_file import read_mapping
 
     d = read_mapping(path, "run config")
+    check_settings(d, Path(path))
     try:
         return TrainConfig.from_dict(d)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"invalid config ({e})", path) from None
