@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_dir", "atomic_write_text", "atomic_savefig", "check_writable_dir",
-           "remove_leftovers"]
+           "remove_leftovers", "append_text"]
 
 
 @contextlib.contextmanager
@@ -24,21 +24,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise _write_error(e, path.parent, "cannot write into output folder") from None
-    os.close(fd)
     tmp = Path(tmp)
-    # mkstemp creates 0600 files; give the result the mode a plain open() would have
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
+        os.close(fd)
+        # mkstemp creates 0600 files; give the result the mode a plain open() would have
+        os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _remove_leftovers(path)
     except OSError as e:
-        if e.errno in _DISK_FULL or e.filename in (str(tmp), tmp):
+        if e.errno in _NO_ROOM or e.filename in (str(tmp), tmp):
             raise _write_error(e, path, "could not write") from None
         raise
-    finally:
+    finally:  # every exit: an error, Ctrl-C, SIGTERM (hbseg.cli_common makes it an exception)
         tmp.unlink(missing_ok=True)
 
 
@@ -61,12 +61,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         if old is not None:
             shutil.rmtree(old, onerror=_make_writable_and_retry)
         _remove_leftovers(path)
+    except OSError as e:
+        if e.errno in _NO_ROOM:
+            raise _write_error(e, path, "could not write") from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+# no room for the file: the disk, the quota, or the file size limit (``ulimit -f``, or the
+# file system's largest file); write() then fails without naming its file
+_NO_ROOM = _DISK_FULL | {errno.EFBIG}
 
 
 def _make_writable_and_retry(func, p, exc_info) -> None:
@@ -102,16 +109,40 @@ def _umask() -> int:
     return mask
 
 
+def _reason(e: Exception) -> str:
+    code = getattr(e, "errno", None)
+    if code in _DISK_FULL:
+        return "disk full"
+    if code == errno.EFBIG:
+        return "file too large: the file size limit (ulimit -f) or the file system's largest file"
+    return getattr(e, "strerror", None) or str(e)
+
+
 def _write_error(e: Exception, where: Path, what: str):
     from hbseg.errors import HbsegError
 
-    reason = "disk full" if getattr(e, "errno", None) in _DISK_FULL else (getattr(e, "strerror", None) or str(e))
-    return HbsegError(f"{what} ({reason}); nothing was written", where)
+    return HbsegError(f"{what} ({_reason(e)}); nothing was written", where)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        # a file name that is not UTF-8, quoted in the text, keeps its bytes
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` to ``path`` (a log such as ``metrics.jsonl``) and flush it to disk;
+    a failure names the file. A partial line left by a failure is the reader's to skip."""
+    from hbseg.errors import HbsegError
+
+    path = Path(path)
+    try:
+        with open(path, "a", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise HbsegError(f"could not append to the file ({_reason(e)})", path) from None
 
 
 def atomic_savefig(fig, path: str | Path, title: str | None = None, **savefig_kwargs) -> Path:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import functools
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import click
 
 from hbseg.errors import HbsegError
 
-__all__ = ["debug_option", "run_cli", "main_entry", "FiniteFloat", "check_out_file"]
+__all__ = ["debug_option", "run_cli", "main_entry", "FiniteFloat", "check_out_file", "Terminated"]
 
 debug_option = click.option(
     "--debug", is_flag=True, default=False, help="Show the full Python traceback on errors."
@@ -82,22 +84,86 @@ def _usable_config_dirs() -> None:
     os.environ.setdefault("XDG_CONFIG_HOME", str(base / "config"))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, ``kill``, a container stopping), raised in the
+    main thread like Ctrl-C, so that every ``finally`` runs: no temporary output is left
+    behind, and training says how to resume."""
+
+
+def _terminate_like_ctrl_c():
+    """SIGTERM becomes :class:`Terminated` in this process (a second one kills at once);
+    a forked worker that inherits the handler dies of the signal as it would have.
+    Returns a function that puts the previous handlers back."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGXFSZ)}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            if h is not None:
+                signal.signal(s, h)
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # handlers can only be set in the main thread
+    main_pid = os.getpid()
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != main_pid:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    if previous[signal.SIGTERM] is signal.SIG_DFL:  # else someone (torchrun) handles it
+        signal.signal(signal.SIGTERM, handler)
+    # past the file size limit (ulimit -f), write() then fails with EFBIG, which names the
+    # file (hbseg.atomic), instead of the process being killed with a core dump
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return restore
+
+
+def _usage_error(e: click.UsageError) -> None:
+    """A usage error in one line, ``Error: <problem>``, as every hbseg command gives it
+    (click's own block adds the usage and a hint around it); help asked for by giving no
+    arguments is shown as it is."""
+    if type(e).__name__ == "NoArgsIsHelpError":
+        e.show()
+    else:
+        click.echo(f"Error: {e.format_message()}", err=True)
+    sys.exit(e.exit_code)
+
+
 def run_cli(command: click.Command) -> None:
-    """Run a click command; known failures become ``error: <file>: <problem>`` and exit 1."""
+    """Run a click command; known failures become ``error: <file>: <problem>`` and exit 1,
+    usage errors ``Error: <problem>`` and exit 2, Ctrl-C exit 130 and SIGTERM exit 143."""
     debug = "--debug" in sys.argv or os.environ.get("HBSEG_DEBUG") == "1"
     from hbseg.lifetime import DIE_WITH_PARENT_ENV, die_with_parent
 
     if os.environ.get(DIE_WITH_PARENT_ENV) == "1":
         die_with_parent()
     _usable_config_dirs()
+    restore = _terminate_like_ctrl_c()
+    try:
+        _run(command, debug)
+    finally:
+        restore()  # for a caller that goes on (tests run commands in-process)
+
+
+def _run(command: click.Command, debug: bool) -> None:
     try:
         command.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt into Abort
+        if isinstance(e.__cause__, Terminated):
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        _usage_error(e)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    except Terminated:
+        click.echo("Terminated.", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -36,8 +36,8 @@ def test_missing_and_undecodable_files(tmp_path):
     with pytest.raises(ConfigError, match="data set description not found"):
         load_spec(tmp_path / "nope.yaml")
     f = tmp_path / "t.json"
-    f.write_bytes(b"\xff\xfe\x00{")
-    with pytest.raises(ConfigError, match="cannot read thresholds file"):
+    f.write_bytes(b"\x80\x81{")  # not UTF-8 (b"\xff\xfe" would be UTF-16's byte-order mark)
+    with pytest.raises(ConfigError, match="cannot read thresholds file: not UTF-8 text"):
         load_thresholds(f)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["markdown_table", "COLUMNS", "ops_table"]
+import json
+import numbers
+from pathlib import Path
+
+__all__ = ["markdown_table", "COLUMNS", "ops_table", "read_results"]
 
 # (header, what it means) — benchmarks/README.md explains each at length
 COLUMNS = (
@@ -123,3 +127,65 @@ def ops_table(results: dict) -> str:
         lines.append(f"| {r['op']} | {r['impl']} | {r['device']} | {ms:.3f} | "
                      f"{1000.0 / ms if ms > 0 else float('inf'):.0f} | {r.get('note', '')} |")
     return "\n".join(lines)
+
+
+# the numbers a run's row shows: each one a number or null in a results.json
+_NUMBERS = ("cpus", "num_threads", "gpu_idle_fraction", "load_images_per_s", "train_epoch_s",
+            "train_images_per_s", "host_wait_s", "first_batch_s", "cpu_s_per_sample_load",
+            "cpu_s_per_sample_train")
+_GPU_NUMBERS = ("util_mean", "mem_used_peak_gb", "torch_peak_reserved_gb")
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(v), "a number")
+
+
+def read_results(path: str | Path) -> dict:
+    """The ``hbseg-bench loaders`` result in ``path`` (a ``results.json`` or its folder),
+    checked for the shape the table needs, so that a file of another shape is one line
+    naming it and the first thing out of place (not a failure deep in the table code)."""
+    from hbseg.errors import DataError
+    from hbseg.regular_files import read_text_regular
+
+    from .loaders_bench import SCHEMA
+
+    path = Path(path)
+    path = path / "results.json" if path.is_dir() else path
+    try:
+        doc = json.loads(read_text_regular(path, "a results.json"))
+    except FileNotFoundError:
+        raise DataError("results file not found", path) from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataError(f"not a results file ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
+                        path) from None
+
+    def bad(where: str, v, expected: str) -> DataError:
+        return DataError(f"not an hbseg-bench loaders result: {where} is {_kind(v)}; expected "
+                         f"{expected}", path)
+
+    if not isinstance(doc, dict):
+        raise bad("the file", doc, f"an object with \"schema\": {SCHEMA!r} and \"runs\"")
+    if doc.get("schema") != SCHEMA:
+        raise DataError(f"not an hbseg-bench loaders result (schema {doc.get('schema')!r}, "
+                        f"expected {SCHEMA!r})", path)
+    for key in ("config", "machine", "dataset"):
+        if not isinstance(doc.get(key, {}), dict):
+            raise bad(f'"{key}"', doc[key], "an object")
+    if not isinstance(doc.get("runs"), list):
+        raise bad('"runs"', doc.get("runs"), "a list of runs")
+    if not isinstance(doc.get("notes", []), list):
+        raise bad('"notes"', doc["notes"], "a list")
+    for i, r in enumerate(doc["runs"]):
+        if not isinstance(r, dict):
+            raise bad(f"run {i}", r, "an object")
+        if not isinstance(r.get("loader"), str):
+            raise bad(f'run {i}\'s "loader"', r.get("loader"), "a string")
+        if not isinstance(r.get("gpu") or {}, dict):
+            raise bad(f'run {i}\'s "gpu"', r["gpu"], "an object")
+        for where, d, keys in (("", r, _NUMBERS), ('"gpu" ', r.get("gpu") or {}, _GPU_NUMBERS)):
+            for k in keys:
+                v = d.get(k)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+                    raise bad(f'run {i}\'s {where}"{k}"', v, "a number or null")
+    return doc

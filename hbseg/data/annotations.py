@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hbseg.errors import DataError
+from hbseg.settings_file import parse_json, read_text
 
 from .classes import CLASS_TO_INDEX, CLASSES
 
@@ -26,18 +27,10 @@ def read_polygons(path: str | Path, width: int, height: int,
     """
     class_to_index = CLASS_TO_INDEX if classes is CLASSES else {c: i for i, c in enumerate(classes)}
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is skipped
-    except FileNotFoundError:
-        raise DataError("annotation file not found", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read annotation file ({e})", path) from None
+    text = read_text(path, "annotation file", DataError)  # a BOM (Windows editors) is skipped
     if not text.strip():
         raise DataError("empty annotation file (0 bytes)", path)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path) from None
+    doc = parse_json(text, path, DataError)  # also: nested too deeply, an integer too long
     if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list):
         raise DataError('expected an object with an "annotations" list', path)
 

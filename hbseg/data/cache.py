@@ -13,8 +13,7 @@ Image and JSON paths are stored relative to the data root, so the cache moves wi
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ from .masks import pack_masks, write_packed_png
 from .rasterize import rasterize
 
 __all__ = ["CACHE_VERSION", "default_cache_dir", "build_cache", "load_cache_index", "stale_reason",
-           "refresh_cache"]
+           "refresh_cache", "check_cache_root", "cache_root", "labels_fingerprint", "sources_changed"]
 
 CACHE_VERSION = 1
 INDEX_NAME = "index.csv"
@@ -85,7 +84,7 @@ def _old_index(cache_dir: Path) -> pd.DataFrame | None:
         meta = json.loads((cache_dir / META_NAME).read_text())
         if meta.get("version") != CACHE_VERSION:
             return None
-        return pd.read_csv(cache_dir / INDEX_NAME, keep_default_na=False)
+        return pd.read_csv(cache_dir / INDEX_NAME, keep_default_na=False, encoding_errors="surrogateescape")
     except (OSError, ValueError):
         return None
 
@@ -128,31 +127,21 @@ def build_cache(
     df["json_path"] = df["json_path"].map(rel)
     df["mask_path"] = [f"masks/{i}/{Path(n).stem}.png" for i, n in zip(df["id"], df["image_name"], strict=True)]
 
+    check_cache_root(cache_dir, data_root, force)
     with _build_lock(cache_dir):
         return _build_locked(df, data_root, cache_dir, exclude, workers, verify_images, force, progress)
 
 
-@contextlib.contextmanager
 def _build_lock(cache_dir: Path):
-    """One builder per cache at a time (``fcntl.flock`` on a file beside it): a second
-    ``hbseg-data cache`` (or a training run building the cache) waits, then finds the cache
-    up to date. Without a writable parent there is no lock, and nothing to build either."""
-    lock = cache_dir.parent / f".lock-{cache_dir.name}"  # not ".hbseg-cache.*": no leftover
-    try:
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process building {cache_dir} ({lock.name})", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    """One builder per cache at a time (``hbseg.locks.folder_lock``, a file beside it): a
+    second ``hbseg-data cache`` (or a training run building the cache) waits, then finds the
+    cache up to date."""
+    from hbseg.locks import folder_lock
+
+    def say(holder: str) -> None:
+        print(f"waiting for another process ({holder}) building {cache_dir}", file=sys.stderr)
+
+    return folder_lock(cache_dir, "mask cache", wait=True, on_wait=say)
 
 
 def _worker_init() -> None:
@@ -186,9 +175,49 @@ def write_cache(df: pd.DataFrame, cache_dir: Path, reusable: set[str], make_jobs
         jobs = make_jobs(todo, tmp)
         map_with_progress(rasterise, jobs, workers=workers, desc="rasterising masks",
                           progress=progress, chunksize=4, initializer=_worker_init)
-        df.to_csv(tmp / INDEX_NAME, index=False)
-        (tmp / META_NAME).write_text(json.dumps({"version": CACHE_VERSION, **meta}, indent=2))
+        # file names that are not UTF-8 keep their bytes (as os.fsdecode gave them)
+        df.to_csv(tmp / INDEX_NAME, index=False, errors="surrogateescape")
+        meta = {"version": CACHE_VERSION, **meta, "labels_fingerprint": labels_fingerprint(df)}
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
     return len(jobs)
+
+
+def labels_fingerprint(df: pd.DataFrame) -> str:
+    """One hash of what the masks were drawn from: every row's image and label file
+    (relative paths) with their size and mtime stamps. Equal fingerprints, equal masks; a
+    label edited, added or removed changes it."""
+    h = hashlib.sha256()
+    for row in sorted(zip(df["image_path"], df["json_path"], df["source_stamp"], strict=True)):
+        h.update("\t".join(map(str, row)).encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()[:16]
+
+
+def cache_root(cache_dir: str | Path) -> Path | None:
+    """The data root a cache was built from (as its ``meta.json`` records it), or None
+    where there is no readable cache."""
+    cache_dir = Path(cache_dir)
+    try:
+        meta = json.loads((cache_dir / META_NAME).read_text())
+        return (cache_dir.parent / meta["data_root"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_cache_root(cache_dir: str | Path, data_root: str | Path, force: bool = False) -> None:
+    """A cache holds the masks of one data root. Given with the data of another (``--cache
+    small/hbseg-cache --data big``) it is refused: used, it would train on the other data;
+    rebuilt in passing, it would destroy masks another run relies on. ``force`` rebuilds it
+    from ``data_root``, with a line that says so."""
+    built, want = cache_root(cache_dir), Path(data_root).resolve()
+    if built is None or built == want:
+        return
+    if force:
+        print(f"rebuilding the mask cache {cache_dir} from {want} (it was built from {built})",
+              file=sys.stderr)
+        return
+    raise DataError(f"this mask cache was built from the data in {built}, not {want}; give "
+                    f"that data, leave the cache out to use (or build) {want}'s own, or pass "
+                    f"another folder for a cache of its own", cache_dir)
 
 
 def _build_locked(df, data_root, cache_dir, exclude, workers, verify_images, force, progress) -> dict:
@@ -220,7 +249,7 @@ def load_cache_index(cache_dir: str | Path, check_sources: bool = True) -> pd.Da
     cache_dir = Path(cache_dir)
     try:
         meta = json.loads((cache_dir / META_NAME).read_text())
-        df = pd.read_csv(cache_dir / INDEX_NAME, keep_default_na=False)
+        df = pd.read_csv(cache_dir / INDEX_NAME, keep_default_na=False, encoding_errors="surrogateescape")
     except FileNotFoundError:
         raise DataError("no mask cache here; build it with `hbseg-data cache ROOT`", cache_dir) from None
     except ValueError as e:
@@ -259,6 +288,13 @@ def _stale_rows(df: pd.DataFrame) -> str | None:
         if not os.path.isfile(mask):
             return f"cached mask {mask} is missing"
     return None
+
+
+def sources_changed(cache_dir: str | Path) -> str | None:
+    """Which of the files the cache's masks were drawn from changed since (a label edited,
+    an image or label removed, a mask gone), in a few words; None when none did. A cache
+    that cannot be read is a DataError naming it."""
+    return _stale_rows(load_cache_index(cache_dir, check_sources=False))
 
 
 def stale_reason(cache_dir: str | Path) -> str | None:

@@ -53,10 +53,13 @@ def cache(root: Path, cache_dir: Path | None, exclude_file: Path | None, no_defa
     """Validate ROOT/train and rasterise its polygons into bit-packed mask PNGs."""
     from hbseg.data.cache import build_cache
     from hbseg.data.layout import DEFAULT_EXCLUDE
+    from hbseg.errors import DataError
+    from hbseg.settings_file import read_text
 
     exclude = [] if no_default_exclude else list(DEFAULT_EXCLUDE)
-    if exclude_file is not None:
-        exclude += [ln.strip() for ln in exclude_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if exclude_file is not None:  # UTF-8, or UTF-16 with its byte-order mark (Windows)
+        lines = read_text(exclude_file, "exclude list", DataError).splitlines()
+        exclude += [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
     s = build_cache(root, cache_dir, exclude=exclude, workers=workers, force=force, spec=spec_file)
     if s["up_to_date"]:
         click.echo(f"{s['cache_dir']}: up to date ({s['images']} images)")

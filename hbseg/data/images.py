@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 
 from hbseg.errors import DataError
+from hbseg.regular_files import open_regular, read_bytes_regular
 
-__all__ = ["png_header", "read_gray_png", "read_any_png"]
+__all__ = ["png_header", "read_gray_png", "read_any_png", "check_image"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IEND = b"IEND\xaeB`\x82"
@@ -28,7 +29,7 @@ def png_header(path: str | Path) -> dict:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "rb", "a PNG image") as f:
             head = f.read(33)
             f.seek(0, 2)
             size = f.tell()
@@ -110,7 +111,10 @@ def read_any_png(path: str | Path, verify: bool = False) -> np.ndarray:
     ``verify`` also inflates the image data before decoding (see ``_check_chunks``)."""
     path = Path(path)
     png_header(path)
-    data = path.read_bytes()
+    try:
+        data = read_bytes_regular(path, "a PNG image")
+    except OSError as e:
+        raise DataError(f"cannot read image ({e.strerror})", path) from None
     _check_chunks(data, path, verify)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -125,17 +129,14 @@ def read_gray_png(path: str | Path, verify: bool = False) -> np.ndarray:
     write grey radiographs as RGB), and so is a palette PNG whose palette is grey (its
     pixels are the palette's values; OpenCV and DALI's GRAY decoding agree on them,
     tested). Real colour is rejected, as are alpha channels and 16-bit PNGs, whose
-    windowing hbseg cannot guess. Interlaced PNGs are read like any other.
-    ``verify``: see ``read_any_png``.
+    windowing hbseg cannot guess (see ``check_depth``). Interlaced PNGs are read like any
+    other. ``verify``: see ``read_any_png``.
     """
     path = Path(path)
     info = png_header(path)
-    if info["bit_depth"] != 8:
-        raise DataError(
-            f"{info['bit_depth']}-bit {info['colour']} PNG; expected 8-bit grey "
-            "(convert it, choosing the intensity window yourself)",
-            path,
-        )
+    check_depth(info, path, 1)
+    if info["colour"] in _ALPHA:
+        raise DataError(f"{info['colour']} PNG with an alpha channel; expected 8-bit grey", path)
     img = read_any_png(path, verify)
     if img.ndim == 3:
         if img.shape[2] == 4:
@@ -145,3 +146,42 @@ def read_gray_png(path: str | Path, verify: bool = False) -> np.ndarray:
                             path)
         img = np.ascontiguousarray(img[..., 0])
     return img
+
+
+_ALPHA = ("grey+alpha", "RGBA")
+
+
+def check_depth(info: dict, path: Path, channels: int = 1) -> None:
+    """The one depth rule of every image reader, training and inference alike: 8 bits per
+    channel (palette indices of any depth too, for colour). A 16-bit image is refused, not
+    scaled: radiographs often hold 12 bits in 16, and no fixed scaling is right for all of
+    them (divided by 257, a 12-bit image turns nearly black). The message gives the range
+    the pixels use, so the conversion can be chosen."""
+    depth, expected = info["bit_depth"], "8-bit grey" if channels == 1 else "8-bit colour"
+    if depth == 8 or (info["colour"] == "palette" and channels == 3):
+        return
+    hint = "convert it, choosing the intensity window yourself"
+    if depth == 16:
+        try:
+            top = int(read_any_png(path).max())
+        except (DataError, ValueError):
+            top = None
+        if top is not None:
+            bits = max(1, top.bit_length())
+            hint = (f"its largest value is {top}, so {bits} of its 16 bits are used; convert it, "
+                    f"choosing the intensity window yourself, e.g. value * 255 / {2 ** bits - 1}")
+    raise DataError(f"{depth}-bit {info['colour']} PNG; expected {expected} ({hint})", path)
+
+
+def check_image(path: str | Path, channels: int = 1) -> None:
+    """Check ``path`` with the rule the readers (``read_gray_png``, ``read_rgb_png``)
+    apply, decoding only what its header cannot decide (colour or palette for a grey
+    model, a palette's transparency). For back-ends that decode by themselves (DALI):
+    they must refuse what training refuses, not read it some other way."""
+    from .formats.images import read_image
+
+    path = Path(path)
+    info = png_header(path)
+    check_depth(info, path, channels)
+    if info["colour"] in (*_ALPHA, "palette") or (channels == 1 and info["colour"] == "RGB"):
+        read_image(path, channels)  # raises the reader's own error

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from hbseg.errors import DataError
+from hbseg.regular_files import check_regular
 
 from .images import png_header
 
 __all__ = [
     "IMAGE_DIR", "JSON_DIR", "NUM_FOLDS", "FOLD_SEED", "DEFAULT_EXCLUDE", "SYNTH_PARTIAL_MARK",
-    "resolve_split", "scan_split", "assign_folds",
+    "resolve_split", "scan_split", "assign_folds", "warn_unmatched",
 ]
 
 IMAGE_DIR = "DCM"
@@ -55,6 +57,21 @@ def assign_folds(patient_ids: Iterable[str], num_folds: int = NUM_FOLDS, seed: i
     ids = sorted(set(patient_ids))
     random.Random(seed).shuffle(ids)
     return {pid: i % num_folds for i, pid in enumerate(ids)}
+
+
+def warn_unmatched(exclude: Iterable[str], names: set[str], where: Path) -> None:
+    """One warning line for exclude-list entries that match no patient (group) folder and
+    no image name: most often a typo, which would leave in the images it meant to drop.
+    A warning, not an error, so that one list can serve several subsets of a data set. The
+    competition's own list (``DEFAULT_EXCLUDE``) is left out: most data lack those IDs."""
+    unmatched = sorted(e for e in set(exclude) - names if e not in DEFAULT_EXCLUDE)
+    if unmatched:
+        one = len(unmatched) == 1
+        shown = ", ".join(map(repr, unmatched[:5])) + (f" and {len(unmatched) - 5} more"
+                                                       if len(unmatched) > 5 else "")
+        print(f"warning: {where}: exclude list {'entry' if one else 'entries'} {shown} "
+              f"match{'es' if one else ''} no patient folder or image name; nothing was "
+              f"excluded for {'it' if one else 'them'}", file=sys.stderr)
 
 
 def _check_tree(image_root: Path) -> None:
@@ -95,6 +112,7 @@ def scan_split(
     for p in images:
         if not p.exists():  # glob lists a dangling link; reading it would say "not found"
             raise DataError(f"broken symbolic link (points to {os.readlink(p)})", p)
+        check_regular(p, "a PNG image")  # a FIFO would block its reader for ever
     if not images:
         raise DataError("no PNG images found (expected ID*/<name>.png)", image_root)
 
@@ -103,6 +121,8 @@ def scan_split(
         if not json_root.is_dir():
             raise DataError(f"missing {JSON_DIR}/ folder for a labelled split", split_dir)
         jsons = {p.relative_to(json_root).with_suffix(""): p for p in json_root.glob("*/*.json")}
+        for p in jsons.values():  # a FIFO would block its reader for ever
+            check_regular(p, "a JSON annotation file")
         pngs = {p.relative_to(image_root).with_suffix("") for p in images}
         orphans = sorted(set(jsons) - pngs)
         if orphans:
@@ -114,6 +134,7 @@ def scan_split(
                 )
 
     excluded = set(exclude)
+    warn_unmatched(excluded, {p.parent.name for p in images} | {p.name for p in images}, image_root)
     rows = []
     for p in images:
         pid = p.parent.name

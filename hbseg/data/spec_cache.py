@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hbseg.atomic import remove_leftovers
 
-from .cache import _build_lock, _old_index, _stamp, reusable_rows, write_cache
+from .cache import _build_lock, _old_index, _stamp, check_cache_root, reusable_rows, write_cache
 from .masks import pack_masks, write_packed_png
 from .spec import DatasetSpec, cache_spec
 
@@ -72,6 +72,7 @@ def build_spec_cache(
     df["json_path"] = df["json_path"].map(rel)
     df["mask_path"] = [f"masks/{i}/{Path(n).stem}.png" for i, n in zip(df["id"], df["image_name"], strict=True)]
 
+    check_cache_root(cache_dir, data_root, force)
     with _build_lock(cache_dir):  # one builder per cache (shared with the hands' cache)
         return _build(df, sources, spec, data_root, cache_dir, exclude, workers, verify_images,
                       force, progress)

@@ -22,7 +22,7 @@ from hbseg.data.classes import CLASSES
 from hbseg.errors import DataError
 from hbseg.progress import bar_disabled
 
-from .rle import RLEError, decode_rle, parse_rle
+from .rle import RLEError, check_order, decode_rle, parse_rle
 
 __all__ = ["HEADER", "SubmissionWriter", "write_submission", "Submission", "read_submission",
            "submission_classes"]
@@ -47,7 +47,9 @@ class SubmissionWriter:
     def __enter__(self) -> SubmissionWriter:
         stack = contextlib.ExitStack()
         tmp = stack.enter_context(atomic_path(self.path))
-        self._f = stack.enter_context(open(tmp, "w", newline="", encoding="utf-8"))
+        # a file name that is not UTF-8 keeps its bytes (as os.fsdecode gave it to us)
+        self._f = stack.enter_context(open(tmp, "w", newline="", encoding="utf-8",
+                                           errors="surrogateescape"))
         self._f.write(",".join(HEADER) + "\n")
         self._stack = stack
         return self
@@ -123,6 +125,17 @@ def _no_field_limit():
         csv.field_size_limit(old)
 
 
+def _open_csv(path: str | Path):
+    """A CSV as text: UTF-8 with or without the byte-order mark Excel writes (or UTF-16 with
+    its mark); bytes that are not UTF-8 stand for themselves, as in a file name that is
+    not UTF-8 (what ``SubmissionWriter`` writes for one)."""
+    from hbseg.regular_files import check_regular
+    from hbseg.settings_file import text_encoding
+
+    check_regular(path, "a submission CSV")  # a FIFO would block the reader for ever
+    return open(path, newline="", encoding=text_encoding(path), errors="surrogateescape")
+
+
 def _unknown_class(name: str, valid: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     return f"unknown class {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
@@ -132,7 +145,7 @@ def submission_classes(path: str | Path) -> tuple[str, ...]:
     """The classes a submission CSV has rows for, in the order they first appear."""
     seen: dict[str, None] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as f, _no_field_limit():
+        with _open_csv(path) as f, _no_field_limit():
             rows = csv.reader(f)
             header = next(rows, None)
             if header is None or tuple(h.strip() for h in header) != HEADER:
@@ -152,7 +165,8 @@ def read_submission(path: str | Path, class_names: Sequence[str] = CLASSES) -> S
 
     Errors (DataError, naming the line): a wrong header, a row without three fields, an
     empty image name, an unknown class, a repeated (image, class) pair, a malformed RLE
-    (not integers, an odd count, a start or length below 1), and an image that lacks a
+    (not integers, an odd count, a start or length below 1, runs out of order or
+    overlapping, as Kaggle's checker refuses them), and an image that lacks a
     row for some class.
     """
     path = Path(path)
@@ -160,7 +174,7 @@ def read_submission(path: str | Path, class_names: Sequence[str] = CLASSES) -> S
     index = {c: i for i, c in enumerate(class_names)}
     sub = Submission(path, class_names)
     try:
-        f = open(path, newline="", encoding="utf-8")
+        f = _open_csv(path)
     except FileNotFoundError:
         raise DataError("submission CSV not found", path) from None
     with f, _no_field_limit():
@@ -191,7 +205,7 @@ def read_submission(path: str | Path, class_names: Sequence[str] = CLASSES) -> S
                     raise DataError(f"line {n}: second row for ({name}, {cls}); the first is "
                                     f"line {sub.lines[name][c]}", path)
                 try:
-                    parse_rle(rle)
+                    check_order(parse_rle(rle))
                 except RLEError as e:
                     raise DataError(f"line {n} ({name}, {cls}): {e}", path) from None
                 sub.rles[name][c] = rle.strip()

@@ -134,10 +134,12 @@ def hard_vote(cfg: EnsembleConfig) -> dict:
 
 def read_probs_index(folder: str | Path) -> dict:
     folder = Path(folder)
+    from hbseg.regular_files import read_text_regular
+
     from .infer import PROBS_INDEX
 
     try:
-        doc = json.loads((folder / PROBS_INDEX).read_text())
+        doc = json.loads(read_text_regular(folder / PROBS_INDEX, f"a JSON {PROBS_INDEX}"))
     except FileNotFoundError:
         raise DataError(f"no {PROBS_INDEX}; is this a --save-probs folder of hbseg-infer?", folder) from None
     except (OSError, ValueError) as e:
@@ -148,17 +150,38 @@ def read_probs_index(folder: str | Path) -> dict:
 
 
 def _load_probs(folder: Path, entry: dict, n_classes: int) -> np.ndarray:
+    from hbseg.regular_files import open_regular
+
     path = folder / entry["file"]
     try:
-        arr = np.load(path)
+        with open_regular(path, "rb", "a .npy probability map") as f:
+            arr = np.load(f)
     except FileNotFoundError:
         raise DataError("probability map listed in index.json is missing", path) from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise DataError(f"unreadable probability map ({e})", path) from None
     want = (n_classes, entry["height"], entry["width"])
     if arr.shape != want:
         raise DataError(f"probability map has shape {arr.shape}, expected {want}", path)
+    check_probabilities(arr, path)
     return arr
+
+
+def check_probabilities(arr: np.ndarray, path: Path) -> None:
+    """A probability map holds floats in [0, 1]: NaN, infinities or values outside would
+    pass through the weighted mean into every threshold comparison unnoticed."""
+    if arr.dtype.kind != "f":
+        raise DataError(f"probability map holds {arr.dtype} values; expected floats in [0, 1] "
+                        "(as hbseg-infer --save-probs writes them)", path)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        c, y, x = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(f"probability map holds {int(bad.sum())} non-finite values ({arr[c, y, x]} "
+                        f"first, class plane {c} at row {y}, column {x}); expected floats in "
+                        "[0, 1]", path)
+    if arr.size and (float(arr.min()) < 0 or float(arr.max()) > 1):
+        lo, hi = float(arr.min()), float(arr.max())
+        raise DataError(f"probability map holds values from {lo:g} to {hi:g}; expected [0, 1]", path)
 
 
 def soft_vote(cfg: EnsembleConfig, device: str = "cpu") -> dict:

@@ -58,6 +58,9 @@ def draw_panel(base_rgb: np.ndarray, masks: np.ndarray | None, palette: Sequence
 
 def _header(text: str, width: int, height: int = 22) -> np.ndarray:
     band = np.full((height, width, 3), 24, np.uint8)
+    # OpenCV's fonts draw ASCII only, and a file name that is not UTF-8 (surrogates in
+    # Python) crashes its text conversion: anything else becomes "?"
+    text = text.encode("ascii", "replace").decode("ascii")
     cv2.putText(band, text, (6, height - 7), _FONT, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
     return band
 

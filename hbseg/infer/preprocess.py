@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import torch
 
 from hbseg.dali_pipes.config import clahe_in_eval
 from hbseg.data.formats.images import read_image
+from hbseg.data.images import check_image
 from hbseg.errors import ConfigError
 
 __all__ = ["PreprocessSpec", "apply_clahe", "preprocess_cpu", "renormalize", "Cv2Loader",
@@ -259,6 +261,8 @@ class _DaliAdapter:
         normalize = NormalizeConfig(mean=spec.mean, std=spec.std)
         self.channels = spec.channels
         paths = [str(p) for p in image_paths]
+        for p in paths:  # DALI decodes anything; refuse what training refuses (Cv2Loader does)
+            check_image(p, spec.channels)
         matrices = [spec.matrix(p) for p in paths] if spec.geometric else None
         self._loader = DaliInferLoader(paths, spec.size if spec.geometric else size, augment,
                                        normalize, batch_size, str(device),
@@ -277,6 +281,15 @@ class _DaliAdapter:
             yield images, [tuple(int(v) for v in hw) for hw in orig_hw], [Path(n).name for n in names]
 
 
+def _utf8_name(path: str | Path) -> bool:
+    """Whether ``path`` is valid UTF-8 (a name that is not reaches Python as surrogates)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def open_loader(image_paths: Sequence[str | Path], spec: PreprocessSpec, *, batch_size: int,
                 device: str | torch.device, size: int | None, backend: str = "auto", threads: int = 2):
     """The loader for one preprocessing spec. ``size=None`` asks for full resolution.
@@ -291,10 +304,14 @@ def open_loader(image_paths: Sequence[str | Path], spec: PreprocessSpec, *, batc
         raise ConfigError(f"unknown image loader {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend in ("auto", "dali"):
         reason = None
+        odd = next((p for p in image_paths if not _utf8_name(p)), None)
         if not dali_available():
             reason = "DALI or hbseg.dali_pipes.infer_loader is not installed"
         elif size is None and not _dali_full_res_ok():
             reason = "the DALI inference loader cannot give full-resolution images"
+        elif odd is not None:  # OpenCV's loader opens any name the file system holds
+            name = str(os.fsencode(Path(odd).name))[2:-1]  # its bytes, as r\xe9sum\xe9.png
+            reason = f"DALI opens only UTF-8 file names, and {name} in {Path(odd).parent} is not one"
         if reason is None:
             return _DaliAdapter(image_paths, spec, batch_size, device, size, threads)
         if backend == "dali":

@@ -11,7 +11,8 @@ import re
 import numpy as np
 
 __all__ = [
-    "RLEError", "encode_rle", "encode_masks", "mask_runs", "format_runs", "parse_rle", "decode_rle",
+    "RLEError", "encode_rle", "encode_masks", "mask_runs", "format_runs", "parse_rle", "check_order",
+    "decode_rle",
 ]
 
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -106,6 +107,22 @@ def parse_rle(rle: str, num_pixels: int | None = None) -> np.ndarray:
                 f"image's end ({num_pixels} pixels)"
             )
     return pairs
+
+
+def check_order(pairs: np.ndarray) -> None:
+    """Refuse runs that are out of order or overlap, as Kaggle's checker does: each pixel
+    decoded once, the pairs sorted by start. (``decode_rle`` itself takes the union, so a
+    mask can still be read; a submission must not rely on it.)"""
+    if len(pairs) < 2:
+        return
+    starts, ends = pairs[:, 0], pairs[:, 0] + pairs[:, 1]  # ends: one past the last pixel
+    bad = np.flatnonzero(starts[1:] < ends[:-1])
+    if bad.size:
+        k = int(bad[0])
+        what = "comes before" if starts[k + 1] < starts[k] else "overlaps"
+        raise RLEError(f"RLE run {k + 2} ({starts[k + 1]} {pairs[k + 1, 1]}) {what} run {k + 1} "
+                       f"({starts[k]} {pairs[k, 1]}); runs must be sorted by start and must not "
+                       "overlap (no pixel twice)")
 
 
 def decode_rle(rle: str, height: int, width: int) -> np.ndarray:

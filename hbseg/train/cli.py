@@ -22,6 +22,11 @@ LOSS_NAMES = ("bce", "dice", "focal", "lovasz", "tversky", "jaccard", "gdice", "
               "focal_dice")
 SPLIT_NAMES = ("seeded", "groupkfold", "groupkfold-legacy")
 LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
+# hbseg.models.registry.COMPETITION_ENCODERS (HRNet through timm, SegFormer's MiT) and
+# common smp encoders; a test keeps them equal to what create_model accepts
+ENCODER_LINES = (("tu-hrnet_w18_small", "tu-hrnet_w18"), ("tu-hrnet_w32", "tu-hrnet_w48"),
+                 ("mit_b0", "mit_b1", "mit_b2"), ("mit_b3", "mit_b4", "mit_b5"),
+                 ("resnet18", "resnet34", "resnet50"), ("efficientnet-b0", "... efficientnet-b7"))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,7 +48,9 @@ LOADER_NAMES = ("dali", "dali-cache", "torch", "baseline")
 @click.option("--arch", default="unet", show_default=True,
               help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, segformer, ...).")
 @click.option("--encoder", default="resnet34", show_default=True,
-              help="smp encoder, or tu-<timm model>.")
+              help="smp encoder, or tu-<timm model>; a wrong name lists the valid ones. "
+                   "The competition's winners used HRNet and SegFormer's MiT:\n\n\b\n"
+                   + "\n".join(", ".join(names) for names in ENCODER_LINES))
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Local .pth/.safetensors encoder weights (no download ever happens).")
 @click.option("--size", type=int, default=512, show_default=True,
@@ -236,7 +243,7 @@ def _resolve(opts: dict, given: dict, resume: Path | None):
     opts["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         return TrainConfig.from_dict(opts)
-    except TypeError as e:  # a settings file's value of the wrong kind
+    except (TypeError, ValueError) as e:  # a settings file's value of the wrong kind
         raise ConfigError(f"invalid training settings ({e})", config) from None
 
 

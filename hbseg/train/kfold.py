@@ -1,6 +1,7 @@
 """k-fold training: one run folder per validation fold, and a summary of them all.
 
     DIR/kfold-config.yaml   the shared TrainConfig (its ``fold`` and ``out`` are per fold)
+    DIR/kfold-plan.json     the folds asked for (by every process sharing DIR) and the data's
     DIR/fold-K/             an ordinary hbseg-train run folder, validated on fold K
     DIR/kfold.json          per-fold best Dice (mean and per class) and their mean
     DIR/kfold.png           every fold's validation Dice curve, and per-class best Dice
@@ -8,7 +9,8 @@
 Folds train one after another in this process. Several processes may share ``DIR``, one
 fold each (one per GPU): each writes only its own ``fold-K`` and rebuilds ``kfold.json``
 and ``kfold.png`` from every fold folder on disk, so the last one to finish leaves the
-whole summary.
+whole summary. ``--resume`` without ``--folds`` trains the folds in the plan, and the
+summary names the planned folds that have no finished epoch.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from .config import TrainConfig, load_config, save_config
 from .kfold_plot import plot_kfold
 from .metrics_file import read_metrics
 
-__all__ = ["KFOLD_CONFIG", "KFOLD_SUMMARY", "KFOLD_PLOT", "fold_dir", "fold_state",
-           "train_kfold", "summarize_kfold", "load_kfold_config", "list_fold_dirs"]
+__all__ = ["KFOLD_CONFIG", "KFOLD_PLAN", "KFOLD_SUMMARY", "KFOLD_PLOT", "fold_dir", "fold_state",
+           "train_kfold", "summarize_kfold", "load_kfold_config", "list_fold_dirs", "load_plan"]
 
 KFOLD_CONFIG = "kfold-config.yaml"
+KFOLD_PLAN = "kfold-plan.json"
 KFOLD_SUMMARY = "kfold.json"
 KFOLD_PLOT = "kfold.png"
 
@@ -52,6 +55,34 @@ def load_kfold_config(out: str | Path) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"no {KFOLD_CONFIG}: not an hbseg-kfold folder", out)
     return load_config(path)
+
+
+def load_plan(out: str | Path) -> dict | None:
+    """``{"folds": [...], "data_folds": [...]}``: the folds the commands training ``out``
+    asked for, and the folds the data has; None for a folder from before plans were kept."""
+    from hbseg.settings_file import parse_json, read_text
+
+    path = Path(out) / KFOLD_PLAN
+    if not path.is_file():
+        return None
+    doc = parse_json(read_text(path, "k-fold plan", DataError), path, DataError)
+    for key in ("folds", "data_folds"):
+        v = doc.get(key) if isinstance(doc, dict) else None
+        if not isinstance(v, list) or not all(type(f) is int and f >= 0 for f in v):
+            raise DataError(f"k-fold plan: {key!r} is not a list of fold numbers", path)
+    return {"folds": sorted(set(doc["folds"])), "data_folds": sorted(set(doc["data_folds"]))}
+
+
+def _record_plan(out: Path, folds: list[int], data_folds: list[int], join: bool) -> None:
+    """Write the folds to train into the plan; ``join``: add them to the folds already
+    planned (another process training other folds of the same run, or a resume)."""
+    from hbseg.locks import folder_lock
+
+    # processes sharing DIR, one per fold, start together: none may lose another's folds
+    with folder_lock(out / KFOLD_PLAN, "k-fold plan", wait=True):
+        old = (load_plan(out) if join else None) or {"folds": []}
+        plan = {"folds": sorted(set(folds) | set(old["folds"])), "data_folds": data_folds}
+        atomic_write_text(out / KFOLD_PLAN, json.dumps(plan) + "\n")
 
 
 def fold_state(run_dir: Path, epochs: int) -> str:
@@ -88,7 +119,8 @@ def train_kfold(
 ) -> dict:
     """Train ``base`` once per fold into ``base.out/fold-K``; returns ``summarize_kfold``.
 
-    ``folds``: which to train [default: every fold of the data]. ``resume``: folds whose
+    ``folds``: which to train [default: every fold of the data; on ``resume``, the folds
+    the plan holds, i.e. those the first command asked for]. ``resume``: folds whose
     last.pt has all epochs are skipped, partial ones continue from it, the rest start;
     ``given`` holds options typed again on the command line (see ``resume_config``).
     Without ``resume``, a fold folder that already holds a run is an error before any
@@ -97,13 +129,15 @@ def train_kfold(
     from hbseg.models import read_checkpoint
 
     from .resume import resume_config
-    from .trainer import RUN_FILES, prepare_index
+    from .trainer import held_run_files, prepare_index
     from .trainer import train as train_one
 
     out = Path(base.out)
     given = dict(given or {})
     index = prepare_index(base) if index is None else index
     present = sorted(int(f) for f in index["fold"].unique())
+    if not folds and resume:  # the folds the original command asked for
+        folds = (load_plan(out) or {}).get("folds")
     folds = present if not folds else sorted(set(folds))
     missing = [f for f in folds if f not in present]
     if missing:
@@ -114,13 +148,14 @@ def train_kfold(
     if (out / KFOLD_CONFIG).is_file() and not overwrite:
         _check_same_plan(load_kfold_config(out), base, out)
     if not resume and not overwrite:
-        busy = [f for f in folds if any((fold_dir(out, f) / n).exists() for n in RUN_FILES)]
+        busy = [f for f in folds if held_run_files(fold_dir(out, f))]
         if busy:
             raise ConfigError(f"fold {busy[0]} already holds a run ({fold_dir(out, busy[0])}); "
                               f"continue with --resume, pass --overwrite, or choose another "
                               f"--out", out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(base.replace(fold=folds[0]), out / KFOLD_CONFIG)
+    _record_plan(out, folds, [f for f in present if f >= 0], join=not overwrite)
     for k in folds:
         run = fold_dir(out, k)
         state = fold_state(run, base.epochs) if resume else "new"
@@ -171,6 +206,9 @@ def summarize_kfold(out: str | Path) -> dict:
             "best_pt": str(run / "best.pt") if (run / "best.pt").is_file() else None,
         }
     scored = {k: f for k, f in folds.items() if f["best_mean_dice"] is not None}
+    plan = load_plan(out)
+    missing = None if plan is None else [k for k in plan["folds"]
+                                         if not folds.get(str(k), {}).get("epochs_done")]
     classes = per_class = None
     if scored:
         first = next(iter(scored))
@@ -190,7 +228,12 @@ def summarize_kfold(out: str | Path) -> dict:
                       if scored else None),
         "classes": classes,
         "per_class": per_class,
-        "all_finished": bool(folds) and all(f["finished"] for f in folds.values()),
+        "all_finished": bool(folds) and all(f["finished"] for f in folds.values()) and not missing,
+        # None for a folder from before plans were kept
+        "folds_planned": None if plan is None else plan["folds"],
+        "folds_missing": missing,  # planned, with no finished epoch
+        "folds_not_planned": (None if plan is None else
+                              [k for k in plan["data_folds"] if k not in plan["folds"]]),
     }
     atomic_write_text(out / KFOLD_SUMMARY, json.dumps(summary, indent=2) + "\n")
     plot_kfold(summary, curves, out / KFOLD_PLOT,

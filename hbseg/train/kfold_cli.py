@@ -125,8 +125,19 @@ def _summary_text(s: dict) -> str:
         d = "-" if f["best_mean_dice"] is None else f"{f['best_mean_dice']:.4f}"
         state = "finished" if f["finished"] else f"{f['epochs_done']}/{s['epochs']} epochs"
         lines.append(f"fold {k}: best mean Dice {d} (epoch {f['best_epoch']}, {state})")
+    missing = s.get("folds_missing")
+    if missing:
+        lines.append(f"missing: fold{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} "
+                     f"(planned, no epoch finished); continue with: hbseg-kfold train --resume "
+                     f"{s['out']}")
+    if s.get("folds_not_planned"):
+        lines.append(f"not planned: the data's fold{'s' * (len(s['folds_not_planned']) > 1)} "
+                     f"{', '.join(map(str, s['folds_not_planned']))} (never asked for with --folds)")
     mean = "-" if s["mean_dice"] is None else f"{s['mean_dice']:.4f}"
-    lines.append(f"mean over {s['folds_scored']} folds: {mean}   ({s['out']}/kfold.json, kfold.png)")
+    planned = s.get("folds_planned")
+    of = f" of {len(planned)} planned" if planned and len(planned) != s["folds_scored"] else ""
+    lines.append(f"mean over {s['folds_scored']}{of} folds: {mean}   "
+                 f"({s['out']}/kfold.json, kfold.png)")
     return "\n".join(lines)
 
 

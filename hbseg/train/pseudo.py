@@ -7,6 +7,8 @@ decodes the CSV once into the mask cache's format (bit-packed RGBA PNGs) under
 
 and reuses it while the CSV is unchanged. The images join the training rows (never the
 validation ones) as extra index rows with ``image_path``, ``mask_path`` and ``weight``.
+Its ``index.csv`` holds both paths relative to that folder, so the cache serves a run
+started from any working folder (and moves with the data it sits beside).
 
 The hands' images are ``ROOT/test/DCM/ID*/*.png``. A described data set (``DatasetSpec``)
 reads the CSV with its class names, and its unlabelled images are a folder of
@@ -37,7 +39,7 @@ from hbseg.errors import ConfigError, DataError
 __all__ = ["PSEUDO_VERSION", "pseudo_cache_dir", "build_pseudo_cache", "expand_by_weight",
            "add_pseudo_labels"]
 
-PSEUDO_VERSION = 1
+PSEUDO_VERSION = 2  # 2: image paths relative to the cache folder (1: to the working folder)
 
 
 def pseudo_cache_dir(cache_dir: str | Path, csv_path: str | Path, data: str | Path) -> Path:
@@ -83,8 +85,10 @@ def _images_folder(data: str | Path, spec) -> Path:
 
 
 def _load(out: Path) -> pd.DataFrame:
-    df = pd.read_csv(out / "index.csv", keep_default_na=False)
-    df["mask_path"] = [str(out.resolve() / p) for p in df["mask_path"]]
+    df = pd.read_csv(out / "index.csv", keep_default_na=False, encoding_errors="surrogateescape")
+    here = out.resolve()
+    for col in ("image_path", "mask_path"):
+        df[col] = [os.path.normpath(here / p) for p in df[col]]
     return df
 
 
@@ -126,13 +130,15 @@ def build_pseudo_cache(csv_path: str | Path, data: str | Path, out: str | Path,
     df["json_path"] = ""
     df["fold"] = -1
     df["mask_path"] = [f"masks/{i}/{Path(n).stem}.png" for i, n in zip(df["id"], df["image_name"], strict=True)]
+    here = out.resolve()  # a lexical path from here: ".." cancels no symbolic link
+    df["image_path"] = [os.path.relpath(os.path.abspath(p), here) for p in df["image_path"]]
     with atomic_dir(out) as tmp:
         jobs = [(Submission(csv_path, sub.class_names, {r.image_name: sub.rles[r.image_name]},
                             {r.image_name: sub.lines[r.image_name]}),
                  r.image_name, int(r.height), int(r.width), str(tmp / r.mask_path))
                 for r in df.itertuples()]
         _run(jobs, workers, progress)
-        df.to_csv(tmp / "index.csv", index=False)
+        df.to_csv(tmp / "index.csv", index=False, errors="surrogateescape")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return _load(out)
 

@@ -11,6 +11,7 @@ run therefore ends with the metrics of an uninterrupted one.
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import fields
 from pathlib import Path
@@ -24,7 +25,7 @@ from .config import TrainConfig
 
 __all__ = [
     "RESUMABLE", "get_rng_state", "set_rng_state", "resume_config", "restore_training_state",
-    "truncate_metrics",
+    "truncate_metrics", "check_belongs", "check_classes",
 ]
 
 # What may differ from the saved config on --resume: nothing that changes the model, the
@@ -115,6 +116,66 @@ def truncate_metrics(path: Path, epochs_done: int) -> list[dict]:
     kept = [rec for rec in read_metrics(path) if rec.get("epoch", 0) <= epochs_done]
     atomic_write_text(path, "".join(json.dumps(rec) + "\n" for rec in kept))  # as the trainer writes them
     return kept
+
+
+# Settings a resume may change that say nothing about where the model came from; any other
+# difference between last.pt and config.yaml means the two are from different runs.
+_RUN_TIME = RESUMABLE - {"data", "cache"} | {"out", "stop_after"}
+
+
+def check_belongs(run_dir: Path, ckpt: dict, cfg: TrainConfig) -> None:
+    """Refuse to resume ``run_dir`` from a ``last.pt`` that is not its own, and a resume that
+    would undo finished epochs: ``cfg.epochs`` (or ``stop_after``) below the epochs done.
+
+    Own means: the checkpoint's settings equal ``config.yaml``'s, but for the run-time
+    options a resume may change. Both are written from one config by every run, so a
+    difference is a checkpoint copied in from elsewhere; resuming it would rewrite
+    ``config.yaml`` to the other run's data set and model."""
+    from hbseg.errors import CheckpointError
+
+    from .config import CONFIG_NAME, load_config
+
+    last = run_dir / "last.pt"
+    done = int(ckpt.get("epoch", 0))
+    if cfg.epochs < done:
+        raise ConfigError(f"--epochs {cfg.epochs} is fewer than the {done} epochs this run has "
+                          f"done; resume with --epochs {done} or more (or start a new run with "
+                          "--out)", run_dir)
+    if cfg.stop_after is not None and cfg.stop_after <= done:
+        raise ConfigError(f"--stop-after {cfg.stop_after}: this run has already done {done} "
+                          f"epochs; give a later epoch", run_dir)
+    path = run_dir / CONFIG_NAME
+    if not path.is_file() or not isinstance(ckpt.get("config"), dict):
+        return
+    mine, theirs = load_config(path), TrainConfig.from_dict(ckpt["config"])
+    differ = [f.name for f in fields(TrainConfig) if f.name not in _RUN_TIME
+              and not _same_setting(f.name, getattr(mine, f.name), getattr(theirs, f.name))]
+    if differ:
+        parts = "; ".join(f"{k}: {getattr(theirs, k)!r} in last.pt, {getattr(mine, k)!r} in "
+                          f"{CONFIG_NAME}" for k in differ[:3])
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise CheckpointError(f"does not belong to this run folder ({parts}{more}); it was "
+                              f"copied from another run. Put the run's own last.pt back, or "
+                              f"start a new run with --out", last)
+
+
+def _same_setting(name: str, a, b) -> bool:
+    if name in ("data", "cache", "spec", "weights", "pseudo", "pseudo_data") and a and b:
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a == b
+
+
+def check_classes(last: Path, ckpt: dict, class_names) -> None:
+    """The checkpoint's model predicts the classes of the run's data, in order."""
+    from hbseg.errors import CheckpointError
+
+    have = tuple((ckpt.get("card") or {}).get("class_names") or ())
+    want = tuple(class_names)
+    if have and have != want:
+        show = lambda n: ", ".join(n[:3]) + (", ..." if len(n) > 3 else "")  # noqa: E731
+        raise CheckpointError(f"does not belong to this run: its model predicts {len(have)} "
+                              f"classes ({show(have)}) but the run's data has {len(want)} "
+                              f"({show(want)})", last)
 
 
 def check_resumable(run_dir: Path) -> Path:

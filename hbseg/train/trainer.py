@@ -7,10 +7,14 @@ Run folder (``cfg.out``; only rank 0 writes):
     last.pt         model + everything needed to resume exactly (written every epoch)
     best.pt         the model at the best validation mean Dice (no optimizer state)
     curves.png      loss and Dice curves, drawn at the end
+
+While a process writes it, the folder is locked (``hbseg.locks``: ``.lock-<name>`` beside
+it); a second ``hbseg-train`` on it is refused, naming the first one's pid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from hbseg.atomic import append_text
 from hbseg.data.classes import CLASSES
 from hbseg.errors import ConfigError
 from hbseg.models import ModelCard, create_model, read_checkpoint, save_checkpoint
@@ -32,6 +37,8 @@ from .interrupt import TrainingInterrupted, graceful_sigint
 from .loop import NonFiniteLossError, StepSettings, train_one_epoch, validate
 from .losses import get_loss
 from .resume import (
+    check_belongs,
+    check_classes,
     check_resumable,
     get_rng_state,
     restore_training_state,
@@ -41,9 +48,17 @@ from .resume import (
 from .schedule import build_scheduler
 
 __all__ = ["train", "prepare_index", "split_folds", "check_against_index", "model_card",
-           "make_loader", "RUN_FILES"]
+           "make_loader", "RUN_FILES", "held_run_files"]
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
+
+
+def held_run_files(folder: str | Path) -> list[str]:
+    """The run files in ``folder`` that a new run would destroy. A ``config.yaml`` alone
+    (with ``tb/``) is what a run that failed before its first epoch leaves: nothing worth
+    keeping, so a new run may replace it without ``--overwrite``."""
+    held = [n for n in RUN_FILES if (Path(folder) / n).exists()]
+    return [] if held == ["config.yaml"] else held
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -55,6 +70,18 @@ def run_cache_dir(cfg: TrainConfig, spec=None) -> Path:
     return Path(cfg.cache) if cfg.cache else default_cache_dir(cfg.data, spec)
 
 
+def check_run_cache_root(cfg: TrainConfig, cache_dir: Path, spec=None) -> None:
+    """A ``--cache`` must hold the masks of ``--data``: another data set's cache would train
+    on that data, in silence (``hbseg.data.cache.check_cache_root``)."""
+    if not cfg.cache:
+        return  # the default cache lies in the data root: its own
+    from hbseg.data.cache import check_cache_root
+    from hbseg.data.layout import resolve_split
+
+    check_cache_root(cache_dir, cfg.data if spec is not None
+                     else resolve_split(cfg.data, "train").parent)
+
+
 def prepare_index(cfg: TrainConfig, main: bool = True) -> pd.DataFrame:
     """The mask-cache index for ``cfg.data``; the cache is built first if it is missing
     (by rank 0 only; the other ranks wait and get rank 0's error if it fails)."""
@@ -64,6 +91,7 @@ def prepare_index(cfg: TrainConfig, main: bool = True) -> pd.DataFrame:
     spec = resolve_spec(cfg.data, cfg.spec)
     cache_dir = run_cache_dir(cfg, spec)
     check_cache_spec(cache_dir, spec)
+    check_run_cache_root(cfg, cache_dir, spec)
     from hbseg.data.cache import refresh_cache, stale_reason
 
     # missing, from another hbseg, or a JSON/PNG changed since (size+mtime): (re)build, so
@@ -212,13 +240,35 @@ def train(
     started_group = info.distributed
     run = None
     try:
-        run = _Run(cfg, info, resume, overwrite, index)
-        return run.fit()
+        with _run_dir_lock(cfg.out, info.is_main):
+            run = _Run(cfg, info, resume, overwrite, index)
+            return run.fit()
     finally:
         if run is not None:
             run.close()
         if started_group:
             ddp.cleanup_distributed()
+
+
+@contextlib.contextmanager
+def _run_dir_lock(out: str, main: bool):
+    """The run folder's lock (``hbseg.locks``), held by rank 0 from before anything is read
+    or deleted until the last file is written: a second ``hbseg-train`` on the same folder
+    (fresh, --overwrite or --resume) is refused, naming the holder's pid. Every rank gets
+    rank 0's refusal, so none waits for the others."""
+    from hbseg.locks import folder_lock
+
+    with contextlib.ExitStack() as stack:
+        err = None
+        if main:
+            try:
+                stack.enter_context(folder_lock(out, "run folder"))
+            except Exception as e:  # noqa: BLE001 - forwarded to every rank
+                err = e
+        err = ddp.broadcast_object(err)
+        if err is not None:
+            raise err
+        yield
 
 
 class _Run:
@@ -228,8 +278,10 @@ class _Run:
         self.out = Path(cfg.out)
         self.device = torch.device(info.device)
         self.main = info.is_main
-        if resume:
-            check_resumable(self.out)
+        self._ckpt = None
+        if resume:  # checked before anything is read, built or written
+            self._ckpt = read_checkpoint(check_resumable(self.out))
+            check_belongs(self.out, self._ckpt, cfg)
         # the data, and what depends on it
         index = prepare_index(cfg, self.main) if index is None else index
         self.spec = dataset_spec(cfg)
@@ -237,6 +289,8 @@ class _Run:
             raise ConfigError("--loader baseline reads the hands' JSON only; use --loader dali or "
                               "torch for this data set")
         self.class_names = CLASSES if self.spec is None else self.spec.classes
+        if resume:
+            check_classes(self.out / "last.pt", self._ckpt, self.class_names)
         check_against_index(cfg, index)
         from hbseg.data.split import apply_split
 
@@ -311,7 +365,7 @@ class _Run:
         err = None
         if self.main:
             existing = [n for n in RUN_FILES if (self.out / n).exists()]
-            if existing and not overwrite:
+            if held_run_files(self.out) and not overwrite:
                 err = ConfigError(
                     f"already holds a run ({', '.join(existing)}); continue it with "
                     f"--resume {self.out}, or pass --overwrite, or choose another --out",
@@ -360,7 +414,7 @@ class _Run:
         start_epoch = 0
         records: list[dict] = []
         if self.resume:
-            ckpt = read_checkpoint(out / "last.pt")
+            ckpt, self._ckpt = self._ckpt, None
             self.raw.load_state_dict(ckpt["state_dict"])
             start_epoch, rng = restore_training_state(
                 ckpt, self.optimizer, self.scheduler, self.scaler, self.info.rank,
@@ -491,8 +545,7 @@ class _Run:
             self.best, self.best_epoch = val["mean_dice"], done
         state = self._state(done, record)  # collective; the metrics line goes first, so
         if self.main:  # a kill between the two leaves a line that resume drops
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(self.out / "metrics.jsonl", json.dumps(record) + "\n")
             self.tb.log(record)
             if improved or self.val_loader is None:
                 save_checkpoint(self.out / "best.pt", self.raw, self.card, epoch=done,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,11 +76,12 @@ def _kfold_data(base):
     """The mask cache the folds were trained on and the data set's description (``None``:
     the hands), as ``prepare_index`` chooses them."""
     from hbseg.data.spec import check_cache_spec
-    from hbseg.train.trainer import dataset_spec, run_cache_dir
+    from hbseg.train.trainer import check_run_cache_root, dataset_spec, run_cache_dir
 
     spec = dataset_spec(base)
     cache_dir = run_cache_dir(base, spec)
     check_cache_spec(cache_dir, spec)
+    check_run_cache_root(base, cache_dir, spec)
     return cache_dir, spec
 
 
@@ -149,13 +151,34 @@ def _check_kept(out: Path, classes: tuple[str, ...], overwrite: bool) -> None:
                         out)
 
 
+def _fingerprints(rows: pd.DataFrame) -> dict[str, str]:
+    """Each truth cache's labels fingerprint now (see ``check_truth``)."""
+    from hbseg.data.cache import META_NAME
+
+    out = {}
+    for cache in _truth_caches(rows):
+        try:
+            out[str(cache)] = json.loads((cache / META_NAME).read_text())["labels_fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return out
+
+
 def estimate_bytes(rows: pd.DataFrame, num_classes: int) -> int:
     return int((rows["height"].astype(np.int64) * rows["width"] * num_classes + _NPY_HEADER).sum())
 
 
 def predict_oof(cfg: OofConfig, echo: Callable[[str], None] = print) -> dict:
     """Predict every validation image of every fold with that fold's checkpoint; write
-    ``cfg.out``. Images already there are kept unless ``cfg.overwrite``."""
+    ``cfg.out``. Images already there are kept unless ``cfg.overwrite``. One process at a
+    time writes ``cfg.out`` (``hbseg.locks``): a second is refused, naming the first."""
+    from hbseg.locks import folder_lock
+
+    with folder_lock(cfg.out, "OOF folder"):
+        return _predict_oof(cfg, echo)
+
+
+def _predict_oof(cfg: OofConfig, echo: Callable[[str], None]) -> dict:
     import torch
     from tqdm.auto import tqdm
 
@@ -212,7 +235,8 @@ def predict_oof(cfg: OofConfig, echo: Callable[[str], None] = print) -> dict:
     with atomic_path(out / OOF_INDEX) as tmp:
         rows[cols].to_csv(tmp, index=False)
     meta = {"class_names": list(classes), "dtype": "uint8", "levels": LEVELS,
-            "kfold_dir": str(cfg.kfold_dir), "options": cfg.to_dict(), "folds": described}
+            "kfold_dir": str(cfg.kfold_dir), "options": cfg.to_dict(), "folds": described,
+            "labels_fingerprint": _fingerprints(rows)}
     atomic_write_text(out / OOF_META, json.dumps(meta, indent=2) + "\n")
     return {"out": str(out), "images": len(rows), "predicted": len(todo),
             "skipped": len(rows) - len(todo), "folds": sorted(ckpts), "mb": need / 1e6,
@@ -276,4 +300,41 @@ def load_oof(folder: str | Path) -> OofSet:
     if index["image_name"].duplicated().any():
         dup = index["image_name"][index["image_name"].duplicated()].iloc[0]
         raise DataError(f"image {dup!r} appears twice in {OOF_INDEX}", folder)
+    check_truth(index, meta, folder)
     return OofSet(folder, index.reset_index(drop=True), tuple(meta["class_names"]))
+
+
+def _truth_caches(index: pd.DataFrame) -> list[Path]:
+    """The mask caches the ground truth comes from (``CACHE/masks/ID/<stem>.png``, beside
+    ``CACHE/meta.json``); masks kept elsewhere (written by hand) have none."""
+    from hbseg.data.cache import META_NAME
+
+    dirs = {Path(m).parent for m in index["mask_path"] if m}
+    return sorted({d.parent.parent for d in dirs
+                   if d.parent.name == "masks" and (d.parent.parent / META_NAME).is_file()})
+
+
+def check_truth(index: pd.DataFrame, meta: dict, folder: Path,
+                echo: Callable[[str], None] | None = None) -> None:
+    """The OOF index points at masks in the mask cache, which are the truth tuning scores
+    against. A label changed since the cache was drawn (its fingerprint, the size and
+    mtime of every label file, no longer matches) would be scored as the old label: refused,
+    naming the file that changed. A cache redrawn since the OOF run is used as it is (the
+    probabilities do not depend on the labels), with a line that says so."""
+    from hbseg.data.cache import META_NAME, sources_changed
+
+    echo = echo or (lambda m: print(m, file=sys.stderr))
+    for cache in _truth_caches(index):
+        reason = sources_changed(cache)
+        if reason is not None:
+            raise DataError(f"its ground truth, the mask cache {cache}, is out of date ({reason}); "
+                            "update the cache with `hbseg-data cache ROOT` (the OOF "
+                            "probabilities stay valid), then tune again", folder)
+        try:
+            now = json.loads((cache / META_NAME).read_text()).get("labels_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            now = None
+        then = (meta.get("labels_fingerprint") or {}).get(str(cache))
+        if now and then and now != then:
+            echo(f"note: the labels changed after {folder} was predicted (the mask cache {cache} "
+                 "was redrawn since); tuning scores against the labels as they are now")

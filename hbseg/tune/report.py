@@ -44,10 +44,11 @@ def build_report(*, cfg: TuneConfig, classes, folds, n_images, thresholds, combo
     thr = [thresholds[i % n_t] for i in pick1]
     weights = [list(combos[i // n_t]) for i in pick1]
     mins = [int(sizes[i]) for i in pick2]
+    kept = _keep_untuned(scores, thr, weights, mins, thresholds[base1 % n_t], combos[base1 // n_t])
     per_class = {}
     for c, name in enumerate(classes):
         row = {k: (None if v is None else round(float(v[c]), 6)) for k, v in scores.items()}
-        row.update(threshold=thr[c], min_size=mins[c])
+        row.update(threshold=thr[c], min_size=mins[c], kept_untuned=c in kept)
         if len(members) > 1:
             row["weights"] = [round(w, 6) for w in weights[c]]
         per_class[name] = row
@@ -70,6 +71,10 @@ def build_report(*, cfg: TuneConfig, classes, folds, n_images, thresholds, combo
         "thresholds": dict(zip(classes, thr, strict=True)),
         "min_sizes": dict(zip(classes, mins, strict=True)),
         "weights": dict(zip(classes, weights, strict=True)) if len(members) > 1 else None,
+        # classes whose tuning lowered the cross-validated Dice: their files hold the
+        # untuned settings (default threshold, equal weights, no minimum size)
+        "kept_untuned": [classes[c] for c in kept],
+        "default_threshold": thresholds[base1 % n_t],
         "chosen_per_held_out_fold": folds_chosen,
         "candidates": {"thresholds": list(thresholds), "min_sizes": list(sizes),
                        "weights": [list(w) for w in combos]},
@@ -77,6 +82,22 @@ def build_report(*, cfg: TuneConfig, classes, folds, n_images, thresholds, combo
         "device": device,
         "seconds": round(seconds, 2),
     }
+
+
+def _keep_untuned(scores: dict, thr: list, weights: list, mins: list, default_t: float,
+                  equal: tuple) -> list[int]:
+    """Where the cross-validated Dice of tuning fell below the untuned Dice, tuning fitted
+    noise: those classes get the untuned settings back (in place). Returns them."""
+    cv, base = scores["step2_cv"], scores["baseline"]
+    if cv is None:  # one fold: nothing to judge by
+        return []
+    kept = []
+    for c in range(len(thr)):
+        changed = thr[c] != default_t or mins[c] != 0 or tuple(weights[c]) != tuple(equal)
+        if changed and cv[c] < base[c] - 1e-12:
+            thr[c], weights[c], mins[c] = default_t, list(equal), 0
+            kept.append(c)
+    return kept
 
 
 def _f(v) -> str:
@@ -93,9 +114,10 @@ def format_report(r: dict) -> str:
     for c in r["classes"]:
         p = r["per_class"][c]
         w = (" | " + ",".join(f"{x:.2f}" for x in p["weights"])) if many else ""
+        star = " *" if p.get("kept_untuned") else ""
         lines.append(f"{c:<{width}}  {_f(p['baseline'])}   | {p['threshold']:.2f}  "
                      f"{_f(p['step1_in_sample'])} {_f(p['step1_cv'])} | {p['min_size']:>8} "
-                     f"{_f(p['step2_in_sample'])} {_f(p['step2_cv'])}{w}")
+                     f"{_f(p['step2_in_sample'])} {_f(p['step2_cv'])}{w}{star}")
     m = r["mean"]
     lines += ["-" * len(head),
               f"{'mean':<{width}}  {_f(m['baseline'])}   |       {_f(m['step1_in_sample'])} "
@@ -108,6 +130,17 @@ def format_report(r: dict) -> str:
               "held-out fold)."]
     if m["step2_cv"] is None:
         lines.append("no cross-validated figure: the OOF covers a single fold")
+    kept = r.get("kept_untuned") or []
+    worse = m["step2_cv"] is not None and m["step2_cv"] < m["baseline"]
+    if kept or worse:
+        lead = (f"tuning lowered the cross-validated mean Dice ({_f(m['baseline'])} -> "
+                f"{_f(m['step2_cv'])}); " if worse else "")
+        what = ("the files keep the untuned settings wherever it fell" if not kept else
+                f"kept the untuned settings (threshold {r['default_threshold']:.2f}, no minimum "
+                f"size{', equal weights' if many else ''}) for {len(kept)} "
+                f"class{'es' * (len(kept) > 1)} whose cross-validated Dice fell with tuning: "
+                f"{', '.join(kept)}; the files hold those, the better choice")
+        lines.append(f"* {lead}{what}")
     return "\n".join(lines)
 
 

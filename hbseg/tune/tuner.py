@@ -102,7 +102,15 @@ def _member_map(qs: list[torch.Tensor], c: int, weights: tuple[float, ...]) -> t
 
 def run_tune(cfg: TuneConfig) -> dict:
     """Tune as ``cfg`` says; writes thresholds.json, min_sizes.json, weights.json (several
-    models) and the report into ``cfg.out``; returns the report (``report.build_report``)."""
+    models) and the report into ``cfg.out``; returns the report (``report.build_report``).
+    One process at a time writes ``cfg.out`` (``hbseg.locks``)."""
+    from hbseg.locks import folder_lock
+
+    with folder_lock(cfg.out, "tuning folder"):
+        return _run_tune(cfg)
+
+
+def _run_tune(cfg: TuneConfig) -> dict:
     start = time.perf_counter()
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.device == "auto" else cfg.device))

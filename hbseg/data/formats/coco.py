@@ -8,12 +8,12 @@ into its class plane; categories are matched to the data set's classes by name.
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 
 import numpy as np
 
 from hbseg.errors import DataError
+from hbseg.settings_file import parse_json, read_text
 
 __all__ = ["read_coco", "coco_masks"]
 
@@ -22,14 +22,7 @@ def read_coco(path: str | Path, classes: tuple[str, ...]) -> dict[str, list[tupl
     """``file_name`` → ``[(class index, segmentation), …]`` for every image the file lists,
     after checking the file's structure, its categories and its references."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError("COCO label file not found", path) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read COCO label file ({e})", path) from None
+    doc = parse_json(read_text(path, "COCO label file", DataError), path, DataError)
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list)
                                             for k in ("images", "annotations", "categories")):
         raise DataError('expected a COCO object with "images", "annotations" and '

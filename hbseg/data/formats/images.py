@@ -8,7 +8,7 @@ import numpy as np
 
 from hbseg.errors import DataError
 
-from ..images import png_header, read_any_png, read_gray_png
+from ..images import check_depth, png_header, read_any_png, read_gray_png
 
 __all__ = ["read_image", "read_rgb_png"]
 
@@ -21,9 +21,7 @@ def read_rgb_png(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     info = png_header(path)
-    if info["bit_depth"] != 8 and info["colour"] != "palette":
-        raise DataError(f"{info['bit_depth']}-bit {info['colour']} PNG; expected 8-bit colour "
-                        "(convert it, choosing the intensity window yourself)", path)
+    check_depth(info, path, 3)
     img = read_any_png(path)
     if img.ndim == 2:
         return np.repeat(img[..., None], 3, axis=2)

@@ -22,9 +22,11 @@ def read_label_png(path: str | Path, height: int, width: int) -> np.ndarray:
     """A one-channel label PNG (palette, grey, 16-bit or 1-bit) → [H, W] integer values."""
     from PIL import Image, UnidentifiedImageError
 
+    from hbseg.regular_files import open_regular
+
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "rb", "a label PNG") as f, Image.open(f) as im:
             mode = im.mode
             if mode not in _INDEX_MODES:
                 raise DataError(f"{mode} label PNG; expected one value per pixel (a palette, "

@@ -23,7 +23,7 @@ import pandas as pd
 from hbseg.errors import DataError
 
 from ..images import png_header
-from ..layout import assign_folds
+from ..layout import assign_folds, warn_unmatched
 from ..spec import DatasetSpec
 
 __all__ = ["scan_dataset", "scan_images", "label_sources"]
@@ -119,6 +119,7 @@ def scan_dataset(spec: DatasetSpec, root: str | Path,
     df = scan_images(images_dir, "images folder (the data set description's 'images')")
     sources = label_sources(spec, root, [Path(r) for r in df["rel"]])
     excluded = set(exclude)
+    warn_unmatched(excluded, set(df["id"]) | set(df["image_name"]), images_dir)
     keep = [not (g in excluded or n in excluded) for g, n in zip(df["id"], df["image_name"],
                                                                    strict=True)]
     if not any(keep):

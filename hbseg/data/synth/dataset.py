@@ -143,7 +143,7 @@ def generate_dataset(
     if existing and (out / PARTIAL_MARK).is_file():
         overwrite = True  # our own unfinished output: replace it (generation is deterministic)
     if existing and not overwrite:
-        raise DataError("already holds image data; choose an empty folder or pass overwrite=True "
+        raise DataError("already holds image data; choose an empty folder or pass --overwrite "
                         "(which deletes the old images and annotations)", existing[0])
     if overwrite:
         for p in old:
