@@ -26,6 +26,7 @@ demo: $(STAMP)
 # CI runs this. The full suite, slow end-to-end cases included; only GPU tests skip.
 test: $(STAMP)
 	$(VENV)/bin/ruff check hbseg tests
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -287,7 +287,7 @@ def test_colour_coco_train_infer_eval(tmp_path, monkeypatch):
     from conftest import run_main
 
     from hbseg.infer import InferConfig, run_inference
-    from hbseg.infer.cli import eval_main
+    from hbseg.report.cli import eval_main
     from hbseg.train import TrainConfig, train
 
     blobs = tmp_path / "blobs"

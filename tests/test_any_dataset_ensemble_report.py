@@ -167,7 +167,7 @@ def test_report_of_a_colour_data_set(tmp_path, monkeypatch):
     from hbseg.data import load_cache_index
     from hbseg.data.classes import class_palette
     from hbseg.data.formats.images import read_rgb_png
-    from hbseg.infer.cli import eval_main
+    from hbseg.report.cli import eval_main
 
     root = tmp_path / "blobs"
     spec = _shapes(root, "blobs", "coco", images=3, size=SIZE)

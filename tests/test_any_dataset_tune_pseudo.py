@@ -69,8 +69,8 @@ def fake_kfold(root: Path, out: Path, spec) -> list[int]:
 def test_oof_and_tuning_follow_the_data_sets_classes(spine, tmp_path, monkeypatch, capsys):
     from hbseg.infer.cli import infer_main
     from hbseg.infer.csv_io import read_submission
-    from hbseg.train.kfold_cli import main as kfold_main
     from hbseg.tune.cli import main as tune_main
+    from hbseg.tune.kfold_cli import main as kfold_main
 
     root, _, spec = spine
     kf = tmp_path / "kf"

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from hbseg.dali_pipes.config import NO_AUGMENT, AugmentConfig, LoaderConfig, NormalizeConfig
-from hbseg.dali_pipes.factory import build_loader
 from hbseg.data import CLASSES, load_cache_index
+from hbseg.loaders import build_loader
 
 pytest.importorskip("nvidia.dali")
 

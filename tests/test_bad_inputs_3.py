@@ -55,7 +55,7 @@ def _one_error(code: int, err: str, path: Path, needle: str, exit_code: int = 1)
 
 def _run(entry: str, args, monkeypatch, capsys) -> tuple[int, str]:
     module, name = {"train": ("hbseg.train.cli", "main"), "data": ("hbseg.data.cli", "main"),
-                    "eval": ("hbseg.infer.cli", "eval_main"),
+                    "eval": ("hbseg.report.cli", "eval_main"),
                     "infer": ("hbseg.infer.cli", "infer_main"),
                     "ensemble": ("hbseg.infer.cli", "ensemble_main"),
                     "tune": ("hbseg.tune.cli", "main"), "bench": ("hbseg.benchmarks.cli", "main")}[entry]

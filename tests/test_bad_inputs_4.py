@@ -131,7 +131,8 @@ def test_names_not_utf8_are_read_cached_predicted_and_scored(root, checkpoint, t
                                                              capsys):
     """Such a name keeps its bytes everywhere: in the cache index, in the submission CSV
     (the same bytes as on disk), and back in hbseg-eval."""
-    from hbseg.infer.cli import eval_main, infer_main
+    from hbseg.infer.cli import infer_main
+    from hbseg.report.cli import eval_main
 
     train_png, test_png = _rename_odd(root)
     for args in (["check", root], ["cache", root, "--workers", 1]):
@@ -192,7 +193,8 @@ def test_exclude_list_in_utf16_is_read_or_named(root, tmp_path, monkeypatch, cap
 def test_csv_with_a_byte_order_mark_is_read(root, tmp_path, monkeypatch, capsys):
     """Excel's "CSV UTF-8" starts with a BOM: hbseg-eval and hbseg-ensemble read it as
     without one."""
-    from hbseg.infer.cli import ensemble_main, eval_main
+    from hbseg.infer.cli import ensemble_main
+    from hbseg.report.cli import eval_main
 
     text = _csv(root, rle=lambda n, c: "1 300" if c == "Radius" else "")
     scores = []
@@ -276,7 +278,7 @@ def test_synth_into_a_used_folder_names_the_flag(tmp_path, monkeypatch, capsys):
      "Error: unknown --arch 'unett'; did you mean 'unet'?"),
     ("hbseg.train.cli", "main", ["--epochs", "many"], "Error: Invalid value for '--epochs': 'many' is not"),
     ("hbseg.train.cli", "main", ["--bogus"], "Error: No such option '--bogus'"),
-    ("hbseg.train.kfold_cli", "main", ["train"], "Error: --out DIR is required"),
+    ("hbseg.tune.kfold_cli", "main", ["train"], "Error: --out DIR is required"),
     ("hbseg.infer.cli", "infer_main", ["--sigma", "nan"], "Error: Invalid value for '--sigma'"),
     ("hbseg.data.cli", "main", ["cache"], "Error: Missing argument 'ROOT'."),
 ])
@@ -403,7 +405,7 @@ def _fake_fold_training(calls: list[int]):
 def test_kfold_resume_trains_the_planned_folds_and_summary_names_the_missing(
         tiny_root, tmp_path, monkeypatch, capsys):
     from hbseg.train.kfold import load_plan
-    from hbseg.train.kfold_cli import main as kfold_main
+    from hbseg.tune.kfold_cli import main as kfold_main
 
     calls: list[int] = []
     monkeypatch.setattr("hbseg.train.trainer.train", _fake_fold_training(calls))

@@ -18,7 +18,7 @@ from hbseg.errors import ConfigError
 
 
 def _available_loaders(device: str = "cpu") -> list[str]:
-    from hbseg.dali_pipes.factory import LOADERS
+    from hbseg.loaders import LOADERS
 
     out = []
     for kind in LOADERS:

@@ -68,7 +68,8 @@ def test_infer_window_larger_than_the_image(ckpt, tiny_root, tmp_path, monkeypat
 
 
 def test_eval_and_ensemble_out_equal_to_an_input(tiny_root, tmp_path, monkeypatch, capsys):
-    from hbseg.infer.cli import ensemble_main, eval_main
+    from hbseg.infer.cli import ensemble_main
+    from hbseg.report.cli import eval_main
 
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     a.write_text("image_name,class,rle\n")

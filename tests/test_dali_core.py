@@ -237,16 +237,16 @@ def test_cpu_epoch_reports_host_wait_and_no_gpu_idle(index):
 
 @pytest.mark.gpu
 def test_gpu_one_pipeline_and_outputs_on_torch_stream(index, monkeypatch):
-    from hbseg.dali_pipes import dali_loader
+    from hbseg.dali_pipes import pipe_loader
 
     seen = []
-    original = dali_loader.run_batch
+    original = pipe_loader.run_batch
 
     def spy(pipe, k, source=None, lookahead=2, stream=None):
         seen.append(stream)
         return original(pipe, k, source, lookahead, stream)
 
-    monkeypatch.setattr(dali_loader, "run_batch", spy)
+    monkeypatch.setattr(pipe_loader, "run_batch", spy)
     loader = DaliLoader(index, LoaderConfig(size=64, batch_size=3), "train", "cuda")
     for e in range(3):
         loader.set_epoch(e)

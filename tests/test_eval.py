@@ -44,7 +44,7 @@ def test_dice_scores():
 
 
 def test_ground_truth_csv_scores_one(tiny_root, train_df, tmp_path, monkeypatch, capsys):
-    from hbseg.infer.cli import eval_main
+    from hbseg.report.cli import eval_main
 
     pred = tmp_path / "gt.csv"
     write_gt_csv(pred, train_df)
@@ -113,7 +113,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_mismatching_csv_is_a_one_line_error_naming_the_row(case, tiny_root, gt_lines, tmp_path, monkeypatch, capsys):
-    from hbseg.infer.cli import eval_main
+    from hbseg.report.cli import eval_main
 
     mutate, needle = CASES[case]
     name = gt_lines[1].split(",")[0]  # the first image: 256 x 256 = 65536 pixels

@@ -11,7 +11,7 @@ from conftest import run_main
 
 from hbseg.data import load_cache_index
 from hbseg.data.classes import NUM_CLASSES
-from hbseg.train.kfold_cli import main as kfold_main
+from hbseg.tune.kfold_cli import main as kfold_main
 
 TINY = ["--loader", "torch", "--device", "cpu", "--arch", "unet", "--encoder", "resnet18",
         "--size", "64", "--batch-size", "2", "--workers", "0", "--no-progress",
@@ -20,7 +20,7 @@ TINY = ["--loader", "torch", "--device", "cpu", "--arch", "unet", "--encoder", "
 
 def test_train_takes_every_hbseg_train_option(monkeypatch, capsys):
     from hbseg.train.cli import train as train_command
-    from hbseg.train.kfold_cli import train as kfold_train
+    from hbseg.tune.kfold_cli import train as kfold_train
 
     theirs = {p.name for p in train_command.params} - {"fold", "resume", "out", "overwrite"}
     ours = {p.name for p in kfold_train.params}
@@ -98,7 +98,7 @@ def test_cli_modules_are_light_and_tune_exports_resolve():
     import subprocess
     import sys
 
-    code = ("import sys, hbseg.train.kfold_cli, hbseg.tune.cli, hbseg.tune; "
+    code = ("import sys, hbseg.tune.kfold_cli, hbseg.tune.cli, hbseg.tune; "
             "print('torch' in sys.modules, 'pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"  # --help stays instant

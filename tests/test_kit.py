@@ -310,7 +310,7 @@ import albumentations  # noqa: E402,F401
 loaded = None
 if sys.argv[1] != "-":
     from hbseg.dali_pipes.config import LoaderConfig
-    from hbseg.dali_pipes.factory import build_loader
+    from hbseg.loaders import build_loader
     from hbseg.data.cache import load_cache_index
 
     index = load_cache_index(sys.argv[1])

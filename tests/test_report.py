@@ -50,7 +50,7 @@ def built(tmp_path_factory):
         shifted.append((r.image_name, encode_masks(np.roll(m, 2, axis=2))))
     write_submission(tmp / "good.csv", good)
     write_submission(tmp / "shifted.csv", shifted)
-    from hbseg.infer.cli import eval_main
+    from hbseg.report.cli import eval_main
 
     out = tmp / "report"
     code = run_main(eval_main, ["--pred", tmp / "good.csv", "--pred", tmp / "shifted.csv",
@@ -105,7 +105,7 @@ def test_report_masks_are_the_packed_ground_truth_and_prediction(built):
 
 
 def test_out_with_several_preds_is_a_usage_error(built, monkeypatch, capsys):
-    from hbseg.infer.cli import eval_main
+    from hbseg.report.cli import eval_main
 
     tmp = built["tmp"]
     code = run_main(eval_main, ["--pred", tmp / "good.csv", "--pred", tmp / "shifted.csv",

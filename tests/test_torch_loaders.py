@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from hbseg.dali_pipes.config import NO_AUGMENT, AugmentConfig, LoaderConfig, NormalizeConfig
-from hbseg.dali_pipes.factory import LOADERS, build_loader
 from hbseg.dali_pipes.loader_base import Loader, epoch_order
 from hbseg.data import CLASSES, build_cache, load_cache_index, rasterize, read_polygons
 from hbseg.errors import ConfigError, DataError
+from hbseg.loaders import LOADERS, build_loader
 
 SIZE = 128
 MEAN, STD = NormalizeConfig().mean, NormalizeConfig().std
@@ -303,7 +303,8 @@ FORK_AFTER_DALI = """
 import gc, sys
 from dataclasses import replace
 import hbseg.torch_loaders.torch_loader as tl
-from hbseg.dali_pipes import DaliLoader, LoaderConfig, build_loader
+from hbseg.dali_pipes import DaliLoader, LoaderConfig
+from hbseg.loaders import build_loader
 from hbseg.data import load_cache_index
 
 def collecting_worker_init(worker_id):

@@ -22,7 +22,7 @@ def _csv(value: str | None) -> list[str]:
 def _parse_loaders(value: str | None, device: str) -> tuple[str, ...]:
     import difflib
 
-    from hbseg.dali_pipes.factory import LOADERS
+    from hbseg.loaders import LOADERS
 
     names_known = [k for k in PREFERRED_ORDER if k in LOADERS] + [k for k in LOADERS if k not in PREFERRED_ORDER]
     if not value:

@@ -11,6 +11,9 @@ __all__ = ["BenchConfig", "AMP_MODES"]
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
+SCHEMA = "hbseg.bench.loaders/1"  # results.json of hbseg-bench loaders
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """Every knob of the loader benchmark; ``None`` means "use the default".

@@ -112,8 +112,8 @@ def _latency_main(args_json: str) -> None:
     import torch
 
     from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig
-    from hbseg.dali_pipes.factory import build_loader
     from hbseg.data.cache import load_cache_index
+    from hbseg.loaders import build_loader
 
     out = {"loader": a["kind"], "device": a["device"], "import_s": time.perf_counter() - t0}
     cuda = a["device"].startswith("cuda")

@@ -35,12 +35,11 @@ from hbseg.atomic import atomic_write_text, check_writable_dir
 from hbseg.errors import ConfigError, DataError
 
 from .affinity import thread_env
-from .config import BenchConfig
+from .config import SCHEMA, BenchConfig
 
 __all__ = ["SCHEMA", "run_loaders_bench", "prepare_data", "loaders_for_data",
            "HANDS_ONLY_LOADERS", "add_ratios", "merge_results", "write_outputs", "METHOD"]
 
-SCHEMA = "hbseg.bench.loaders/1"
 HANDS_ONLY_LOADERS = ("baseline",)  # rasterise the hands' JSON polygons, read no other labels
 
 METHOD = {

@@ -265,8 +265,8 @@ def measure_loader(kind: str, cfg: BenchConfig, plan: CpuPlan, cache_dir: str,
                    progress: Progress = _ignore) -> dict:
     """Loader-only throughput, then training epochs through this loader (module doc)."""
     from hbseg.dali_pipes.config import AugmentConfig, LoaderConfig
-    from hbseg.dali_pipes.factory import build_loader
     from hbseg.data.cache import load_cache_index
+    from hbseg.loaders import build_loader
 
     device = cfg.device
     startup = {"cuda_init_s": _setup_process(plan, device)}

@@ -148,7 +148,7 @@ def read_results(path: str | Path) -> dict:
     from hbseg.errors import DataError
     from hbseg.regular_files import read_text_regular
 
-    from .loaders_bench import SCHEMA
+    from .config import SCHEMA
 
     path = Path(path)
     path = path / "results.json" if path.is_dir() else path

@@ -44,10 +44,13 @@ _LAZY = {
     "CacheTooLargeError": "cache_loader", "dali_cache_or_fallback": "cache_loader",
     "cache_bytes": "cache_loader",
     "DaliInferLoader": "infer_loader",
-    # plain DataLoader back-ends (no DALI needed) and the factory over all of them
-    "TorchLoader": "hbseg.torch_loaders.torch_loader",
-    "BaselineLoader": "hbseg.torch_loaders.baseline_loader",
-    "build_loader": "factory", "LOADERS": "factory",
+}
+
+# Names that moved out of this package, so that it never depends on the torch back-ends:
+# importable from here with a DeprecationWarning until the next release.
+_MOVED = {
+    "TorchLoader": "hbseg.torch_loaders", "BaselineLoader": "hbseg.torch_loaders",
+    "build_loader": "hbseg.loaders", "LOADERS": "hbseg.loaders",
 }
 
 __all__ = [
@@ -65,4 +68,15 @@ def _dali_missing(name: str, error: ModuleNotFoundError) -> None:
         raise ImportError(f"hbseg.dali_pipes.{name}: {DALI_MISSING}") from error
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, on_missing=_dali_missing)
+_lazy_getattr, __dir__ = lazy_exports(__name__, _LAZY, on_missing=_dali_missing)
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(f"hbseg.dali_pipes.{name} moved to {_MOVED[name]}.{name}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    return _lazy_getattr(name)

@@ -1,50 +1,18 @@
-"""One name → loader back-end mapping, so the CLIs and the benchmark pick back-ends by name.
-
-Back-end modules are imported inside ``build_loader``: DALI is an optional dependency,
-and choosing the torch back-end must work (and ``--help`` stay fast) without it.
-"""
+"""Moved to :mod:`hbseg.loaders` (above both back-end families); importable from here, with a
+DeprecationWarning, until the next release."""
 
 from __future__ import annotations
 
-import difflib
+import importlib
+import warnings
 
-import pandas as pd
-
-from hbseg.errors import ConfigError
-
-from .config import LoaderConfig
-from .loader_base import Loader
-
-__all__ = ["LOADERS", "build_loader"]
-
-LOADERS: tuple[str, ...] = ("dali", "dali-cache", "torch", "baseline")
+_MOVED = ("LOADERS", "build_loader")
 
 
-def _unknown(kind: str) -> ConfigError:
-    close = difflib.get_close_matches(str(kind), LOADERS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown loader {kind!r}; choose one of {', '.join(LOADERS)}{hint}")
-
-
-def build_loader(kind: str, index: pd.DataFrame, cfg: LoaderConfig, mode: str = "train",
-                 device: str = "cpu") -> Loader:
-    """Build the ``kind`` back-end over the samples of ``index`` (``load_cache_index``)."""
-    if kind not in LOADERS:
-        raise _unknown(kind)
-    if kind == "dali":
-        from .dali_loader import DaliLoader
-
-        return DaliLoader(index, cfg, mode, device)
-    if kind == "dali-cache":
-        if not str(device).startswith("cuda"):
-            raise ConfigError("dali-cache keeps the data set in GPU memory and needs --device cuda")
-        from .cache_loader import DaliCacheLoader
-
-        return DaliCacheLoader(index, cfg, mode, device)
-    if kind == "torch":
-        from hbseg.torch_loaders.torch_loader import TorchLoader
-
-        return TorchLoader(index, cfg, mode, device)
-    from hbseg.torch_loaders.baseline_loader import BaselineLoader
-
-    return BaselineLoader(index, cfg, mode, device)
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"hbseg.dali_pipes.factory.{name} moved to hbseg.loaders.{name}",
+                  DeprecationWarning, stacklevel=2)
+    # by name, at use: the DALI package itself never depends on the torch back-ends
+    return getattr(importlib.import_module("hbseg.loaders"), name)

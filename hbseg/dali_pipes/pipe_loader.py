@@ -20,9 +20,12 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator
+from typing import Any
+
+from hbseg.errors import DataError
 
 from .loader_base import EpochClock
-from .sources import EpochSource
+from .sources import EpochSource, FileSource
 
 __all__ = ["PipelineLoader"]
 
@@ -126,8 +129,6 @@ class PipelineLoader:
 
     def _run(self, k: int):
         """``pipe.run`` for batch ``k``; raises StopIteration at the epoch's end."""
-        from .dali_loader import run_batch
-
         return run_batch(self._pipe, k, self._source, stream=self._stream())
 
     def _batches(self) -> Iterator:
@@ -143,3 +144,49 @@ class PipelineLoader:
 
     def _convert(self, outputs, k: int):
         raise NotImplementedError
+
+
+def _bad_file(source: FileSource, batches: range) -> DataError | None:
+    """Decode the files of ``batches`` with OpenCV to find the one DALI choked on."""
+    from collections.abc import Callable
+    from functools import partial
+
+    from hbseg.data.formats.images import read_image
+
+    from .outputs import read_mask_file
+
+    readers: list[Callable[[str], Any]] = [
+        partial(read_image, channels=getattr(source, "channels", 1)), read_mask_file,
+        read_mask_file]
+    for k in batches:
+        if k >= len(source):
+            break
+        for files in source.batch_files(k):
+            for read, path in zip(readers, files, strict=False):
+                try:
+                    read(path)
+                except DataError as e:
+                    return e
+    return None
+
+
+def run_batch(pipe, k: int, source=None, lookahead: int = 2, stream=None):
+    """``pipe.run(stream)`` for batch ``k``; a DALI failure becomes a DataError naming the file.
+
+    ``stream`` (torch's current CUDA stream on a GPU) makes the outputs asynchronous:
+    they are bound to it instead of being synchronised with the host. DALI's reader and
+    decoder errors name no sample, so the files of batch ``k`` (and of the batches
+    prefetched after it) are decoded with OpenCV to find the culprit. When none fails
+    there, the DALI error is re-raised with the batch's files listed. ``StopIteration``
+    (the source ended the epoch) passes through.
+    """
+    try:
+        return pipe.run() if stream is None else pipe.run(stream)
+    except RuntimeError as e:
+        if not isinstance(source, FileSource):
+            raise
+        bad = _bad_file(source, range(k, k + 1 + lookahead))
+        if bad is not None:
+            raise DataError(f"DALI could not read or decode it ({bad.problem})", bad.path) from e
+        files = ", ".join(f[0] for f in source.batch_files(k)) if k < len(source) else "?"
+        raise RuntimeError(f"{e}\n(batch {k} held: {files})") from e

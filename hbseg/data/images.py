@@ -12,7 +12,7 @@ import numpy as np
 from hbseg.errors import DataError
 from hbseg.regular_files import open_regular, read_bytes_regular
 
-__all__ = ["png_header", "read_gray_png", "read_any_png", "check_image"]
+__all__ = ["png_header", "read_gray_png", "read_any_png"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IEND = b"IEND\xaeB`\x82"
@@ -171,17 +171,3 @@ def check_depth(info: dict, path: Path, channels: int = 1) -> None:
             hint = (f"its largest value is {top}, so {bits} of its 16 bits are used; convert it, "
                     f"choosing the intensity window yourself, e.g. value * 255 / {2 ** bits - 1}")
     raise DataError(f"{depth}-bit {info['colour']} PNG; expected {expected} ({hint})", path)
-
-
-def check_image(path: str | Path, channels: int = 1) -> None:
-    """Check ``path`` with the rule the readers (``read_gray_png``, ``read_rgb_png``)
-    apply, decoding only what its header cannot decide (colour or palette for a grey
-    model, a palette's transparency). For back-ends that decode by themselves (DALI):
-    they must refuse what training refuses, not read it some other way."""
-    from .formats.images import read_image
-
-    path = Path(path)
-    info = png_header(path)
-    check_depth(info, path, channels)
-    if info["colour"] in (*_ALPHA, "palette") or (channels == 1 and info["colour"] == "RGB"):
-        read_image(path, channels)  # raises the reader's own error

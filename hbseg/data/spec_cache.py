@@ -14,7 +14,14 @@ from pathlib import Path
 
 from hbseg.atomic import remove_leftovers
 
-from .cache import _build_lock, _old_index, _stamp, check_cache_root, reusable_rows, write_cache
+from .cache_store import (
+    _build_lock,
+    _old_index,
+    _stamp,
+    check_cache_root,
+    reusable_rows,
+    write_cache,
+)
 from .masks import pack_masks, write_packed_png
 from .spec import DatasetSpec, cache_spec
 

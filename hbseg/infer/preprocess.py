@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from hbseg.dali_pipes.config import clahe_in_eval
-from hbseg.data.formats.images import read_image
-from hbseg.data.images import check_image
+from hbseg.data.formats.images import check_image, read_image
 from hbseg.errors import ConfigError
 
 __all__ = ["PreprocessSpec", "apply_clahe", "preprocess_cpu", "renormalize", "Cv2Loader",

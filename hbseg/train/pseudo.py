@@ -100,7 +100,7 @@ def build_pseudo_cache(csv_path: str | Path, data: str | Path, out: str | Path,
     class names and image layout); ``None``, the hands."""
     from hbseg.atomic import atomic_dir
     from hbseg.data.layout import resolve_split, scan_split
-    from hbseg.infer.csv_io import Submission, read_submission
+    from hbseg.data.submission import Submission, read_submission
 
     csv_path, out = Path(csv_path), Path(out)
     folder = resolve_split(data, "test") if spec is None else _images_folder(data, spec)
@@ -174,7 +174,7 @@ def add_pseudo_labels(cfg, train_index: pd.DataFrame, main: bool = True,
 
     Rank 0 decodes the CSV (the other ranks wait and get its error, if any)."""
     from . import ddp
-    from .trainer import dataset_spec, run_cache_dir
+    from .run_data import dataset_spec, run_cache_dir
 
     spec = dataset_spec(cfg)
     out = pseudo_cache_dir(run_cache_dir(cfg, spec), cfg.pseudo, cfg.pseudo_data)
@@ -199,7 +199,7 @@ def add_pseudo_labels(cfg, train_index: pd.DataFrame, main: bool = True,
                 else "labelled training images")
         raise ConfigError(f"--pseudo-data holds {what} ({sorted(val or clash)[0]}, "
                           f"{len(clash)} labelled in all); point it at unlabelled images ({where})")
-    from .trainer import check_against_index
+    from .run_data import check_against_index
 
     check_against_index(cfg, pseudo)  # a --crop must fit these images too
     real = train_index.assign(weight=1.0, pseudo=False)

@@ -76,7 +76,7 @@ def _kfold_data(base):
     """The mask cache the folds were trained on and the data set's description (``None``:
     the hands), as ``prepare_index`` chooses them."""
     from hbseg.data.spec import check_cache_spec
-    from hbseg.train.trainer import check_run_cache_root, dataset_spec, run_cache_dir
+    from hbseg.train.run_data import check_run_cache_root, dataset_spec, run_cache_dir
 
     spec = dataset_spec(base)
     cache_dir = run_cache_dir(base, spec)

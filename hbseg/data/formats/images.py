@@ -8,9 +8,9 @@ import numpy as np
 
 from hbseg.errors import DataError
 
-from ..images import check_depth, png_header, read_any_png, read_gray_png
+from ..images import _ALPHA, check_depth, png_header, read_any_png, read_gray_png
 
-__all__ = ["read_image", "read_rgb_png"]
+__all__ = ["read_image", "read_rgb_png", "check_image"]
 
 
 def read_rgb_png(path: str | Path) -> np.ndarray:
@@ -38,3 +38,15 @@ def read_image(path: str | Path, channels: int = 1) -> np.ndarray:
     if channels == 3:
         return read_rgb_png(path)
     raise ValueError(f"channels must be 1 or 3, got {channels}")
+
+
+def check_image(path: str | Path, channels: int = 1) -> None:
+    """Check ``path`` with the rule the readers (``read_gray_png``, ``read_rgb_png``)
+    apply, decoding only what its header cannot decide (colour or palette for a grey
+    model, a palette's transparency). For back-ends that decode by themselves (DALI):
+    they must refuse what training refuses, not read it some other way."""
+    path = Path(path)
+    info = png_header(path)
+    check_depth(info, path, channels)
+    if info["colour"] in (*_ALPHA, "palette") or (channels == 1 and info["colour"] == "RGB"):
+        read_image(path, channels)  # raises the reader's own error

@@ -70,17 +70,16 @@ def train(ctx: click.Context, folds, out, resume, overwrite, **opts) -> None:
       hbseg-kfold summary runs/kf
     """
     opts.pop("debug", None)
-    from .cli import split_compile_option
+    from hbseg.train.cli import split_compile_option
 
     src = split_compile_option(opts)
     given = {k: v for k, v in opts.items()
              if ctx.get_parameter_source(src.get(k, k)) == ParameterSource.COMMANDLINE}
 
     from hbseg.errors import ConfigError
-
-    from .cli import _resolve
-    from .kfold import load_kfold_config, train_kfold
-    from .resume import resume_config
+    from hbseg.train.cli import _resolve
+    from hbseg.train.kfold import load_kfold_config, train_kfold
+    from hbseg.train.resume import resume_config
 
     try:
         if resume is not None:
@@ -148,7 +147,7 @@ def _summary_text(s: dict) -> str:
 def summary(dir_: Path, as_json: bool, debug: bool) -> None:
     """Rebuild DIR/kfold.json and DIR/kfold.png from every fold folder (after parallel
     runs) and print the summary."""
-    from .kfold import summarize_kfold
+    from hbseg.train.kfold import summarize_kfold
 
     s = summarize_kfold(dir_)
     click.echo(json.dumps(s, indent=2) if as_json else _summary_text(s))
