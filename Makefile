@@ -23,11 +23,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hbseg.demo --out $(DEMO) $(DEMO_ARGS)
 
-# CI runs this. The full suite, slow end-to-end cases included; only GPU tests skip.
+# CI runs this. The full suite, slow end-to-end cases included; only GPU tests skip. One
+# process per core, a test file to a process (its module fixtures are made once).
 test: $(STAMP)
 	$(VENV)/bin/ruff check hbseg tests
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hbseg tests

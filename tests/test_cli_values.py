@@ -142,15 +142,16 @@ def test_resume_of_a_copied_run_writes_into_the_copy(tiny_root, tmp_path, monkey
 @pytest.mark.parametrize("entry", ["infer_main", "eval_main", "ensemble_main"])
 def test_out_inside_a_missing_folder_is_a_usage_error_naming_the_option(entry, tmp_path,
                                                                          monkeypatch, capsys):
-    from hbseg.infer import cli
+    import importlib
 
+    module = "hbseg.report.cli" if entry == "eval_main" else "hbseg.infer.cli"
     missing = tmp_path / "no-such-folder" / "out.csv"
     args = {"infer_main": ["--checkpoint", tmp_path / "m.pt", "--data", tmp_path, "--out", missing],
             "eval_main": ["--pred", tmp_path / "p.csv", "--data", tmp_path, "--out", missing],
             "ensemble_main": [tmp_path / "a.csv", tmp_path / "b.csv", "--out", missing]}[entry]
     for name in ("m.pt", "p.csv", "a.csv", "b.csv"):
         (tmp_path / name).write_text("x")
-    code = run_main(getattr(cli, entry), args, monkeypatch)
+    code = run_main(getattr(importlib.import_module(module), entry), args, monkeypatch)
     err = capsys.readouterr().err
     assert code == 2 and "'--out'" in err and "does not exist" in err
     assert not missing.parent.exists()
