@@ -11,7 +11,7 @@ import pandas as pd
 
 from hbseg.errors import DataError
 
-__all__ = ["Loader", "EpochClock", "epoch_order", "num_batches", "check_index", "close_loader"]
+__all__ = ["Loader", "Closable", "EpochClock", "epoch_order", "num_batches", "check_index", "close_loader"]
 
 
 @runtime_checkable
@@ -60,6 +60,19 @@ class EpochClock:
             self.epoch += 1
         self._pinned = False
         return self.epoch
+
+
+class Closable:
+    """``with loader: ...`` closes it: every back-end's ``close()`` releases what it holds."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def close_loader(loader) -> None:

@@ -24,13 +24,13 @@ from typing import Any
 
 from hbseg.errors import DataError
 
-from .loader_base import EpochClock
+from .loader_base import Closable, EpochClock
 from .sources import EpochSource, FileSource
 
 __all__ = ["PipelineLoader"]
 
 
-class PipelineLoader:
+class PipelineLoader(Closable):
     """Epoch bookkeeping over one pipeline. Subclasses call :meth:`_start` once with the
     pipeline and its source, and implement ``_convert(outputs, k)`` for batch ``k``."""
 
@@ -113,12 +113,6 @@ class PipelineLoader:
     @property
     def closed(self) -> bool:
         return getattr(self, "_pipe", None) is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _stream(self):
         if self._device_id is None:

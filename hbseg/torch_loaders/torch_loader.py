@@ -36,7 +36,7 @@ from hbseg.dali_pipes.draw import (
 )
 from hbseg.dali_pipes.files import FromFiles
 from hbseg.dali_pipes.layout import fit_config, index_layout, mask_encoding
-from hbseg.dali_pipes.loader_base import EpochClock, check_index, epoch_order, num_batches
+from hbseg.dali_pipes.loader_base import Closable, EpochClock, check_index, epoch_order, num_batches
 from hbseg.dali_pipes.outputs import masks_from_packed, read_mask_file
 from hbseg.data.classes import NUM_CLASSES
 from hbseg.data.formats.images import read_image
@@ -191,7 +191,7 @@ def _fork_safe_iter(loader: DataLoader):
         gc.unfreeze()
 
 
-class LoaderBase:
+class LoaderBase(Closable):
     """What the torch-based back-ends share: sampler, DataLoader, device transfer."""
 
     _unpack = True  # masks arrive as stored (bit-packed, or class indices)
@@ -237,12 +237,6 @@ class LoaderBase:
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()
         self._loader._iterator = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __iter__(self) -> Iterator:
         self.sampler.set_epoch(self._clock.next_epoch())  # now, not at the first next()
